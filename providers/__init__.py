@@ -1,0 +1,1 @@
+"""Voice-AI provider adapters behind one interface (``providers.base``), plus simulators."""

@@ -1,0 +1,1 @@
+"""Choosing providers for a call: pure strategies, health board, circuit breakers."""

@@ -1,0 +1,1 @@
+"""Platform database: migrations, SQLite/PostgreSQL backends, typed queries, the async writer."""
