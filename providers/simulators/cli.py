@@ -1,9 +1,46 @@
-"""Sub-commands of this package (placeholder until the package's owner fills it in)."""
+"""``voicegw simulate PROVIDER --port P``: run one provider simulator until interrupted."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import importlib
+
+SIMULATORS: dict[str, str] = {
+    "elevenlabs": "providers.simulators.elevenlabs:ElevenLabsSimulator",
+    "deepgram": "providers.simulators.deepgram:DeepgramSimulator",
+    "openai": "providers.simulators.openai:OpenAISimulator",
+    "retell": "providers.simulators.retell:RetellSimulator",
+    "vapi": "providers.simulators.vapi:VapiSimulator",
+    "bolna": "providers.simulators.bolna:BolnaSimulator",
+}
+
+
+def simulator_class(name: str) -> type:
+    module_name, attr = SIMULATORS[name].split(":")
+    return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+
+
+async def _run(name: str, host: str, port: int) -> None:
+    sim = simulator_class(name)()
+    bound = await sim.start(host, port)
+    print(f"{name} simulator listening on {host}:{bound}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await sim.stop()
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_run(args.provider, args.host, args.port))
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Adds this package's sub-commands."""
+    p = sub.add_parser("simulate", help="run a provider simulator")
+    p.add_argument("provider", choices=sorted(SIMULATORS))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.set_defaults(func=_cmd)
