@@ -1,0 +1,456 @@
+"""One simulated carrier call over real sockets: signed webhook, media WebSocket, paced audio, play-out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+import uuid
+from collections import deque
+from typing import TYPE_CHECKING, NamedTuple
+from urllib.parse import urlencode
+
+import aiohttp
+
+from loadtest.audio import FRAME_MS, ToneBursts, build_track
+from loadtest.carriers.markup import MarkupError, Refusal, StreamTarget, parse_answer
+from loadtest.carriers.plan import CallPlan, CallResult, Credentials, EndedBy
+from loadtest.carriers.signing import telnyx_private_key, telnyx_signature, twilio_signature
+from loadtest.carriers.wire import ClearOut, MarkOut, ProtocolViolation, TelnyxWire, TwilioWire
+from loadtest.codec import Encoding, bytes_per_second, decode_to_float
+from loadtest.pacer import Pacer, default_pacer
+from loadtest.playout import PlayoutBuffer
+from loadtest.tonedetect import ToneOnsetDetector
+
+if TYPE_CHECKING:
+    from loadtest.carriers.telnyx_api import TelnyxApi
+
+log = logging.getLogger(__name__)
+
+FRAME_S = FRAME_MS / 1000
+_JITTER_GAIN = 1 / 16  # RFC 3550 interarrival-jitter smoothing
+
+
+class _Chunk(NamedTuple):
+    """Where a received chunk sits in the returned stream, when it arrived, and when it plays."""
+
+    position: int
+    arrival: float
+    play_start: float
+
+
+async def place_call(
+    session: aiohttp.ClientSession,
+    base_url: str,
+    plan: CallPlan,
+    *,
+    credentials: Credentials | None = None,
+    pacer: Pacer | None = None,
+    telnyx_api: TelnyxApi | None = None,
+) -> CallResult:
+    """Places one call against the gateway at ``base_url`` and plays it out per ``plan``.
+
+    Never raises for gateway misbehaviour: HTTP errors, bad TwiML/TeXML, socket failures and protocol
+    violations land in ``CallResult.errors``. ``telnyx_api`` receives the gateway's REST hang-ups.
+    """
+    creds = credentials or Credentials.from_env()
+    pacer = pacer or default_pacer()
+    if plan.carrier == "twilio":
+        call_sid = "CA" + secrets.token_hex(16)
+    else:
+        call_sid = "v3:" + secrets.token_urlsafe(27)
+    result = CallResult(carrier=plan.carrier, call_sid=call_sid, placed_at=time.monotonic())
+    try:
+        target = await _answer(session, base_url, plan, creds, result)
+        if target is not None:
+            await _stream(session, plan, creds, target, result, pacer, telnyx_api)
+    except (aiohttp.ClientError, TimeoutError, OSError, MarkupError, ValueError) as exc:
+        result.add_error(f"{type(exc).__name__}: {exc}")
+        result.ended_by = result.ended_by or "error"
+    finally:
+        result.ended_at = time.monotonic()
+    return result
+
+
+async def _answer(
+    session: aiohttp.ClientSession, base_url: str, plan: CallPlan, creds: Credentials, result: CallResult
+) -> StreamTarget | None:
+    """The voice webhook, signed like the carrier signs it; None when refused or failed."""
+    base = base_url.rstrip("/")
+    params = {
+        "CallSid": result.call_sid,
+        "From": plan.from_,
+        "To": plan.to,
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+    }
+    headers: dict[str, str]
+    body: bytes | dict[str, str]
+    if plan.carrier == "twilio":
+        if not creds.twilio_auth_token:
+            raise ValueError("no Twilio auth token (--twilio-auth-token or VOICEGW_TWILIO_AUTH_TOKEN)")
+        url = base + "/twilio/voice"
+        params |= {
+            "AccountSid": creds.twilio_account_sid,
+            "ApiVersion": "2010-04-01",
+            "Called": plan.to,
+            "Caller": plan.from_,
+        }
+        headers = {"X-Twilio-Signature": twilio_signature(creds.twilio_auth_token, url, params)}
+        body = params
+    else:
+        if not creds.telnyx_private_key:
+            raise ValueError("no Telnyx private key (--telnyx-private-key or VOICEGW_TELNYX_PRIVATE_KEY)")
+        url = base + "/telnyx/voice"
+        params["AccountSid"] = str(uuid.UUID(int=0x7E1E))
+        body = urlencode(params).encode("ascii")
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "telnyx-timestamp": timestamp,
+            "telnyx-signature-ed25519": telnyx_signature(
+                telnyx_private_key(creds.telnyx_private_key), timestamp, body
+            ),
+        }
+    timeout = aiohttp.ClientTimeout(total=plan.connect_timeout_s)
+    async with session.post(url, data=body, headers=headers, timeout=timeout) as resp:
+        result.http_status = resp.status
+        text = await resp.text()
+    if resp.status != 200:
+        result.add_error(f"webhook answered HTTP {resp.status}: {text[:200]}")
+        result.ended_by = "error"
+        return None
+    answer = parse_answer(text)
+    if isinstance(answer, Refusal):
+        result.refused = True
+        result.refusal_text = answer.text
+        result.ended_by = "gateway"
+        return None
+    result.stream_url = answer.url
+    result.call_id = answer.parameters.get("call_id")
+    return answer
+
+
+async def _stream(
+    session: aiohttp.ClientSession,
+    plan: CallPlan,
+    creds: Credentials,
+    target: StreamTarget,
+    result: CallResult,
+    pacer: Pacer,
+    telnyx_api: TelnyxApi | None,
+) -> None:
+    wire: TwilioWire | TelnyxWire
+    headers: dict[str, str] = {}
+    if plan.carrier == "twilio":
+        assert creds.twilio_auth_token is not None
+        wire = TwilioWire(creds.twilio_account_sid, result.call_sid, "MZ" + secrets.token_hex(16))
+        # Twilio signs the upgrade over the wss URL with no params (telephony.md 1.9).
+        headers["X-Twilio-Signature"] = twilio_signature(creds.twilio_auth_token, target.url, {})
+        in_encoding: Encoding = "PCMU"
+        out_encoding: Encoding = "PCMU"
+        out_rate = 8000
+    else:
+        in_encoding = plan.telnyx_encoding
+        out_encoding, out_rate = _telnyx_outbound_format(target, result)
+        wire = TelnyxWire(
+            call_control_id=result.call_sid,
+            stream_id=str(uuid.uuid4()),
+            user_id=str(uuid.UUID(int=0x7E1E)),
+            call_session_id=str(uuid.uuid4()),
+            from_=plan.from_,
+            to=plan.to,
+            encoding=in_encoding,
+            sample_rate=plan.inbound_rate(),
+            outbound_bytes_per_second=bytes_per_second(out_encoding, out_rate),
+        )
+    result.received_encoding, result.received_rate = out_encoding, out_rate
+    async with asyncio.timeout(plan.connect_timeout_s):
+        ws = await session.ws_connect(target.url, headers=headers, compress=0, autoclose=True, autoping=True)
+    call = _Call(plan, result, wire, ws, pacer, in_encoding, out_encoding, out_rate)
+    if telnyx_api is not None and plan.carrier == "telnyx":
+        telnyx_api.register(result.call_sid, call)
+    try:
+        await call.run(target.parameters)
+    finally:
+        if telnyx_api is not None:
+            telnyx_api.unregister(result.call_sid)
+        if not ws.closed:
+            await ws.close()
+        result.close_code = ws.close_code
+
+
+def _telnyx_outbound_format(target: StreamTarget, result: CallResult) -> tuple[Encoding, int]:
+    """The codec the gateway will send, from the TeXML attributes (defaults per telephony.md 2.1)."""
+    attrs = target.attributes
+    if attrs.get("bidirectionalMode", "mp3") != "rtp":
+        result.add_error(
+            'TeXML <Stream> lacks bidirectionalMode="rtp": Telnyx would drop the gateway\'s audio'
+        )
+    codec = attrs.get("bidirectionalCodec", "PCMU")
+    if codec not in ("PCMU", "PCMA", "L16"):
+        raise MarkupError(f"unsupported bidirectionalCodec {codec!r}")
+    rate = int(attrs.get("bidirectionalSamplingRate", "8000"))
+    return codec, rate  # type: ignore[return-value]
+
+
+class _Call:
+    """The live media leg: paced sending (a :class:`PacedStream`), receiving, play-out and latency."""
+
+    def __init__(
+        self,
+        plan: CallPlan,
+        result: CallResult,
+        wire: TwilioWire | TelnyxWire,
+        ws: aiohttp.ClientWebSocketResponse,
+        pacer: Pacer,
+        in_encoding: Encoding,
+        out_encoding: Encoding,
+        out_rate: int,
+    ) -> None:
+        self._plan = plan
+        self._result = result
+        self._wire = wire
+        self._ws = ws
+        self._pacer = pacer
+        self._clock = pacer.clock
+        in_rate = plan.inbound_rate()
+        self._track = build_track(plan.audio, in_encoding, in_rate)
+        self._frame_bytes = bytes_per_second(in_encoding, in_rate) * FRAME_MS // 1000
+        self._out_encoding = out_encoding
+        self._out_rate = out_rate
+        self._out_bps = bytes_per_second(out_encoding, out_rate)
+        self._total_frames = round(plan.duration_s / FRAME_S) if plan.hangup else None
+        self._dtmf = sorted(plan.dtmf)
+        self._dtmf_next = 0
+        self._n = 0
+        self._t0 = 0.0
+        self._playout = PlayoutBuffer(self._out_bps, keep_audio=plan.keep_audio)
+        self._received = bytearray() if plan.keep_audio else None
+        self._detector: ToneOnsetDetector | None = None
+        self._match_window = 0.0
+        if isinstance(plan.audio, ToneBursts):
+            tone = plan.audio
+            self._detector = ToneOnsetDetector(tone.freq_hz, out_rate, tone.amplitude)
+            # A returned onset is matched to a burst sent at most this long before it arrived.
+            self._match_window = 0.9 * tone.period_ms / 1000
+        self._sent_bursts: deque[float] = deque()
+        self._chunks: deque[_Chunk] = deque(maxlen=16)
+        self._last_arrival: float | None = None
+        self._last_duration = 0.0
+        self._sending_done = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._closing = False
+
+    async def run(self, parameters: dict[str, str]) -> None:
+        result = self._result
+        receiver = asyncio.get_running_loop().create_task(
+            self._receive(), name=f"loadtest-rx-{result.call_sid}"
+        )
+        try:
+            await self._ws.send_str(self._wire.connected())
+            await self._ws.send_str(self._wire.start(parameters))
+            self._t0 = self._pacer.start_time()
+            result.media_started_at = self._t0
+            self._pacer.add(self, self._t0)
+            if self._plan.hangup:
+                await _first(self._sending_done.wait(), self._closed.wait())
+                if not self._closed.is_set():
+                    await self._drain()
+                    await self.hang_up("carrier")
+            else:
+                try:
+                    await asyncio.wait_for(self._closed.wait(), self._plan.duration_s)
+                except TimeoutError:
+                    result.add_error(f"gateway did not end the call within {self._plan.duration_s} s")
+                    await self.hang_up("carrier")
+            await receiver
+        finally:
+            self._closing = True
+            if not receiver.done():
+                receiver.cancel()
+            self._finish()
+
+    async def _drain(self) -> None:
+        """Keeps the socket open until the reply audio has caught up (or ``drain_s``), echoing marks."""
+        deadline = self._clock() + self._plan.drain_s
+        result = self._result
+        while not self._closed.is_set() and self._clock() < deadline:
+            if result.audio_s_received >= result.audio_s_sent:
+                break
+            await self._echo_due_marks(self._clock())
+            await asyncio.sleep(FRAME_S)
+
+    async def hang_up(self, by: EndedBy) -> None:
+        """Ends the call like the carrier does: ``stop``, then close the socket."""
+        if self._closing or self._closed.is_set():
+            return
+        self._closing = True
+        self._result.ended_by = by
+        try:
+            await self._ws.send_str(self._wire.stop())
+            await self._ws.close(code=aiohttp.WSCloseCode.OK)
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            self._result.add_error(f"hang-up failed: {exc}")
+
+    # -- sending (driven by the pacer) ------------------------------------------------------------
+
+    async def on_due(self, due: float) -> float | None:
+        if self._closing or self._closed.is_set():
+            return None
+        result = self._result
+        now = self._clock()
+        result.lateness_ms.append((now - due) * 1000.0)
+        n = self._n
+        try:
+            while self._dtmf_next < len(self._dtmf) and self._dtmf[self._dtmf_next][0] <= n * FRAME_S:
+                await self._ws.send_str(self._wire.dtmf(self._dtmf[self._dtmf_next][1]))
+                self._dtmf_next += 1
+                result.dtmf_sent += 1
+            if self._detector is not None and self._track.is_burst_onset(n):
+                self._sent_bursts.append(now)
+                result.bursts_sent += 1
+            await self._ws.send_str(self._wire.media(self._track.payload(n)))
+            result.frames_sent += 1
+            result.bytes_sent += self._frame_bytes
+            result.audio_s_sent += FRAME_S
+            await self._echo_due_marks(now)
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            if not self._closed.is_set():
+                result.add_error(f"send failed: {exc}")
+            self._sending_done.set()
+            return None
+        self._n = n + 1
+        if self._total_frames is not None and self._n >= self._total_frames:
+            self._sending_done.set()
+            return None
+        return self._t0 + self._n * FRAME_S
+
+    async def _echo_due_marks(self, now: float) -> None:
+        for name in self._playout.due_marks(now):
+            await self._ws.send_str(self._wire.mark(name))
+            self._result.marks_echoed_played += 1
+
+    # -- receiving ----------------------------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        ws = self._ws
+        result = self._result
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    await self._on_text(msg.data)
+                elif msg.type == aiohttp.WSMsgType.BINARY:
+                    self._violation("binary frame (Twilio warning 31950: use JSON text frames)")
+                elif msg.type == aiohttp.WSMsgType.CLOSE:
+                    result.close_reason = str(msg.extra or "")
+                    break
+                elif msg.type == aiohttp.WSMsgType.ERROR:
+                    if not self._closing:
+                        result.add_error(f"media socket error: {ws.exception()}")
+                    break
+                else:  # CLOSING / CLOSED
+                    break
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            if not self._closing:
+                result.add_error(f"media socket failed: {exc}")
+        finally:
+            if not self._closing:
+                result.ended_by = "gateway"
+                self._closing = True
+            result.close_code = ws.close_code
+            self._closed.set()
+
+    async def _on_text(self, text: str) -> None:
+        now = self._clock()
+        try:
+            message = self._wire.parse(text)
+        except ProtocolViolation as exc:
+            self._violation(str(exc))
+            reply = self._wire.error("100003", "malformed_frame", str(exc))
+            if reply is not None:
+                await self._ws.send_str(reply)
+            return
+        if isinstance(message, MarkOut):
+            self._result.marks_received += 1
+            if self._playout.enqueue_mark(now, message.name):
+                await self._ws.send_str(self._wire.mark(message.name))
+                self._result.marks_echoed_played += 1
+        elif isinstance(message, ClearOut):
+            self._result.clears_received += 1
+            outcome = self._playout.clear(now)
+            self._result.bytes_cleared += outcome.dropped_bytes
+            for name in outcome.marks:
+                await self._ws.send_str(self._wire.mark(name))
+            self._result.marks_echoed_cleared += len(outcome.marks)
+        else:
+            self._on_media(now, message.audio)
+
+    def _on_media(self, now: float, audio: bytes) -> None:
+        result = self._result
+        result.frames_received += 1
+        result.bytes_received += len(audio)
+        duration = len(audio) / self._out_bps
+        result.audio_s_received += duration
+        if self._last_arrival is not None:
+            d = abs((now - self._last_arrival) - self._last_duration)
+            result.jitter_ms += (d * 1000.0 - result.jitter_ms) * _JITTER_GAIN
+        self._last_arrival, self._last_duration = now, duration
+        play_start = self._playout.enqueue_audio(now, audio)
+        if self._received is not None:
+            self._received += audio
+        detector = self._detector
+        if detector is None:
+            return
+        self._chunks.append(_Chunk(detector.position, now, play_start))
+        for onset in detector.feed(decode_to_float(audio, self._out_encoding)):
+            self._match_onset(onset)
+
+    def _match_onset(self, onset: float) -> None:
+        """Pairs a returned burst onset with the oldest unanswered sent burst (within the match window)."""
+        chunk = self._chunks[0]
+        for candidate in reversed(self._chunks):
+            if candidate.position <= onset:
+                chunk = candidate
+                break
+        result = self._result
+        sent = self._sent_bursts
+        while sent and sent[0] < chunk.arrival - self._match_window:
+            sent.popleft()
+            result.bursts_lost += 1
+        if not sent or sent[0] > chunk.arrival:
+            result.spurious_onsets += 1
+            return
+        sent_at = sent.popleft()
+        played_at = chunk.play_start + (onset - chunk.position) / self._out_rate
+        result.latency_ms.append((chunk.arrival - sent_at) * 1000.0)
+        result.playout_latency_ms.append((played_at - sent_at) * 1000.0)
+        result.latency_at.append(chunk.arrival)
+
+    def _violation(self, what: str) -> None:
+        result = self._result
+        result.protocol_violations += 1
+        if result.protocol_violations == 1:
+            log.warning("gateway protocol violation on %s: %s", result.call_sid, what)
+        result.add_error(f"protocol violation: {what}")
+
+    def _finish(self) -> None:
+        result = self._result
+        result.bursts_lost += len(self._sent_bursts)
+        self._sent_bursts.clear()
+        if self._received is not None:
+            result.received_audio = bytes(self._received)
+        if self._playout.played is not None:
+            result.played_audio = bytes(self._playout.played)
+
+
+async def _first(*aws: object) -> None:
+    """Waits until the first of the awaitables completes; cancels the rest."""
+    tasks = [asyncio.ensure_future(a) for a in aws]  # type: ignore[call-overload]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
