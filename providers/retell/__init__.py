@@ -1,0 +1,1 @@
+"""Retell adapter over its legacy audio WebSocket (deprecated by Retell; see ``client``)."""
