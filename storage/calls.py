@@ -10,9 +10,19 @@ from typing import Any
 
 import orjson
 
-from storage.db import Executor
+from storage.db import Database, Executor
 from storage.ids import new_id
-from storage.models import Call, CallEvent, columns, dump_json, from_row
+from storage.models import (
+    Call,
+    CallEvent,
+    PhoneNumber,
+    VoiceAgent,
+    Workspace,
+    columns,
+    dump_json,
+    field_names,
+    from_row,
+)
 from storage.writer import Statement
 
 CALL_DIRECTIONS = ("inbound", "outbound")
@@ -120,3 +130,45 @@ async def list_events(db: Executor, call_id: str) -> list[CallEvent]:
         (call_id,),
     )
     return [from_row(CallEvent, row) for row in rows]
+
+
+# Claiming: exactly one media stream may serve a call, across every gateway process.
+_CLAIM_CALL = "UPDATE calls SET status = 'in-progress' WHERE id = ? AND status = 'ringing' RETURNING id"
+
+
+async def claim_call(db: Database, call_id: str) -> bool:
+    """Moves a ``ringing`` call to ``in-progress``; False when another socket already claimed it."""
+    if not call_id:
+        return False
+    async with db.transaction() as tx:  # a write: on SQLite only the writer connection may do it
+        row = await tx.fetchone(_CLAIM_CALL, (call_id,))
+    return row is not None
+
+
+_CALL_SETUP = f"""
+SELECT {columns(Call, "c")}, {columns(VoiceAgent, "a")},
+       {columns(Workspace, "w")}, {columns(PhoneNumber, "p")}
+FROM calls c
+JOIN voice_agents a ON a.id = c.agent_id
+JOIN workspaces w ON w.id = c.workspace_id
+JOIN phone_numbers p ON p.id = c.phone_number_id
+WHERE c.id = ?
+"""
+
+
+CallSetup = tuple[Call, VoiceAgent, Workspace, PhoneNumber]
+
+
+async def load_call_setup(db: Executor, call_id: str) -> CallSetup | None:
+    """A call with its agent, workspace and number (for a media socket served by another worker)."""
+    row = await db.fetchone(_CALL_SETUP, (call_id,))
+    if row is None:
+        return None
+    values = tuple(row)
+    out: list[Any] = []
+    start = 0
+    for model in (Call, VoiceAgent, Workspace, PhoneNumber):
+        n = len(field_names(model))
+        out.append(from_row(model, values[start : start + n]))
+        start += n
+    return out[0], out[1], out[2], out[3]
