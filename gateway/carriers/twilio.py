@@ -1,0 +1,177 @@
+"""Twilio Media Streams (bidirectional ``<Connect><Stream>``) as a sans-I/O codec.
+
+Inbound order: ``connected`` (optional for us, at most once) -> ``start`` (once) -> ``media`` /
+``dtmf`` / ``mark`` echoes -> ``stop``. Every frame after ``start`` must carry the stream's
+``streamSid``. Outbound we send only the three documented shapes, with no extra fields:
+Twilio flags extra fields and wrong SIDs as warning 31951 and ignores the message.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Final
+
+import orjson
+
+from gateway.carriers.base import (
+    CLOSE_MALFORMED,
+    CLOSE_OUT_OF_ORDER,
+    CLOSE_UNKNOWN_EVENT,
+    CLOSE_UNSUPPORTED_FORMAT,
+    CLOSE_WRONG_STREAM,
+    DTMF_DIGITS,
+    CarrierEvent,
+    Connected,
+    Dtmf,
+    MarkEcho,
+    Media,
+    ProtocolViolation,
+    Start,
+    Stop,
+    clip,
+    decode_payload,
+    optional_counter,
+    require_dict,
+    require_str,
+    string_map,
+)
+from providers.base import MULAW_8000, Audio, AudioFormat
+
+# Twilio's ``start`` has no caller/callee numbers; our TwiML passes them as <Parameter>s.
+PARAM_FROM_NUMBER: Final = "from_number"
+PARAM_TO_NUMBER: Final = "to_number"
+
+
+class _Phase(enum.Enum):
+    NEW = enum.auto()
+    CONNECTED = enum.auto()
+    STARTED = enum.auto()
+    STOPPED = enum.auto()
+
+
+class TwilioStream:
+    """One Twilio media socket: ``receive`` parses inbound frames, ``*_message`` build outbound."""
+
+    outbound_format: AudioFormat = MULAW_8000
+
+    def __init__(self) -> None:
+        self.stream_id: str | None = None
+        self.call_ref: str | None = None
+        self.media_format: AudioFormat | None = None
+        self._phase = _Phase.NEW
+
+    # -- inbound ---------------------------------------------------------------------------
+
+    def receive(self, text: str) -> CarrierEvent:
+        try:
+            msg = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise ProtocolViolation(CLOSE_MALFORMED, "frame is not JSON") from None
+        if type(msg) is not dict:
+            raise ProtocolViolation(CLOSE_MALFORMED, "frame is not a JSON object")
+        event = msg.get("event")
+        if event == "media":  # the hot path first
+            self._check_started(msg, "media")
+            media = require_dict(msg, "media")
+            track = media.get("track")
+            if track is not None and track != "inbound":
+                raise ProtocolViolation(CLOSE_MALFORMED, f"unexpected media track {clip(track)}")
+            payload, raw = decode_payload(media, 1)
+            return Media(
+                Audio(MULAW_8000, raw=raw, b64=payload),
+                optional_counter(media, "chunk"),
+                optional_counter(media, "timestamp"),
+            )
+        if event == "dtmf":
+            self._check_started(msg, "dtmf")
+            digit = require_dict(msg, "dtmf").get("digit")
+            if type(digit) is not str or digit not in DTMF_DIGITS:
+                raise ProtocolViolation(CLOSE_MALFORMED, f"invalid dtmf digit {clip(digit)}")
+            return Dtmf(digit)
+        if event == "mark":
+            self._check_started(msg, "mark")
+            name = require_dict(msg, "mark").get("name")
+            if type(name) is not str:
+                raise ProtocolViolation(CLOSE_MALFORMED, "mark.name must be a string")
+            return MarkEcho(name)
+        if event == "start":
+            return self._start(msg)
+        if event == "stop":
+            self._check_started(msg, "stop")
+            self._phase = _Phase.STOPPED
+            return Stop()
+        if event == "connected":
+            if self._phase is not _Phase.NEW:
+                raise ProtocolViolation(CLOSE_OUT_OF_ORDER, "connected after the stream began")
+            self._phase = _Phase.CONNECTED
+            return Connected()
+        if type(event) is not str:
+            raise ProtocolViolation(CLOSE_MALFORMED, "event must be a string")
+        raise ProtocolViolation(CLOSE_UNKNOWN_EVENT, f"unknown event {clip(event)}")
+
+    def _check_started(self, msg: dict[str, Any], event: str) -> None:
+        if self._phase is not _Phase.STARTED:
+            when = "after stop" if self._phase is _Phase.STOPPED else "before start"
+            raise ProtocolViolation(CLOSE_OUT_OF_ORDER, f"{event} {when}")
+        sid = msg.get("streamSid")
+        if sid != self.stream_id:
+            if sid is None:
+                raise ProtocolViolation(CLOSE_MALFORMED, "streamSid missing")
+            raise ProtocolViolation(CLOSE_WRONG_STREAM, f"wrong streamSid {clip(sid)}")
+
+    def _start(self, msg: dict[str, Any]) -> Start:
+        if self._phase not in (_Phase.NEW, _Phase.CONNECTED):
+            raise ProtocolViolation(CLOSE_OUT_OF_ORDER, "second start")
+        start = require_dict(msg, "start")
+        stream_sid = require_str(start, "streamSid")
+        outer_sid = msg.get("streamSid")
+        if outer_sid != stream_sid:
+            if outer_sid is None:
+                raise ProtocolViolation(CLOSE_MALFORMED, "streamSid missing")
+            raise ProtocolViolation(CLOSE_WRONG_STREAM, "streamSid differs from start.streamSid")
+        call_sid = require_str(start, "callSid")
+        account_sid = require_str(start, "accountSid")
+        media_format = require_dict(start, "mediaFormat")
+        if (
+            media_format.get("encoding") != "audio/x-mulaw"
+            or media_format.get("sampleRate") != 8000
+            or media_format.get("channels") != 1
+        ):
+            raise ProtocolViolation(
+                CLOSE_UNSUPPORTED_FORMAT, f"unsupported mediaFormat {clip(media_format, 60)}"
+            )
+        params = string_map(start, "customParameters")
+        self.stream_id = stream_sid
+        self.call_ref = call_sid
+        self.media_format = MULAW_8000
+        self._phase = _Phase.STARTED
+        return Start(
+            stream_id=stream_sid,
+            call_ref=call_sid,
+            custom_parameters=params,
+            media_format=MULAW_8000,
+            account_id=account_sid,
+            from_number=params.get(PARAM_FROM_NUMBER, ""),
+            to_number=params.get(PARAM_TO_NUMBER, ""),
+        )
+
+    # -- outbound --------------------------------------------------------------------------
+
+    def media_message(self, audio: Audio) -> str:
+        """``audio`` must be mu-law 8 kHz; its base64 text is reused (no encode on passthrough)."""
+        if audio.fmt != MULAW_8000:
+            raise ValueError(f"Twilio plays mulaw/8000 only, got {audio.fmt}")
+        return orjson.dumps(
+            {"event": "media", "streamSid": self._sid(), "media": {"payload": audio.b64}}
+        ).decode()
+
+    def mark_message(self, name: str) -> str:
+        return orjson.dumps({"event": "mark", "streamSid": self._sid(), "mark": {"name": name}}).decode()
+
+    def clear_message(self) -> str:
+        return orjson.dumps({"event": "clear", "streamSid": self._sid()}).decode()
+
+    def _sid(self) -> str:
+        if self.stream_id is None:
+            raise RuntimeError("no Twilio stream yet: send only after start")
+        return self.stream_id
