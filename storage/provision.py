@@ -375,6 +375,10 @@ def _parse_workspace(w: _Fields) -> _Workspace:
             try:
                 validate_custom_strategy(strategy.config or {})
             except ValueError as exc:
+                # The router reports "rules[0].days: problem"; graft its path onto ours.
+                where, sep, problem = str(exc).partition(": ")
+                if sep and " " not in where:
+                    raise ProvisionError(f"{s.at('config')}.{where}", problem) from exc
                 raise ProvisionError(s.at("config"), str(exc)) from exc
         s.done()
     billing = None
