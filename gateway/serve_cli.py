@@ -1,9 +1,156 @@
-"""Sub-commands of this package (placeholder until the package's owner fills it in)."""
+"""``voicegw serve``: run the gateway (one process, or N workers sharing the port).
+
+With ``--workers N`` the parent prepares the database once (migrate, provision, recover), then
+forks N workers that each bind the same port with SO_REUSEPORT; the kernel spreads connections
+across them. SIGTERM/SIGINT drain: new calls are refused, live calls get ``VOICEGW_DRAIN_SECONDS``
+to finish, the rest are ended cleanly, the writer is flushed, and the process exits 0.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
+import logging
+import os
+import secrets
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.config import Settings
+
+log = logging.getLogger("voicegw")
+
+
+def _dev_credentials(var_dir: Path) -> None:
+    """``--demo`` without carrier credentials: make local ones so the demo can be called at once.
+
+    Writes ``var/dev.env`` (shell exports for ``voicegw loadtest``) and puts the gateway's half
+    in this process's environment. Never used when the variables are already set.
+    """
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    path = var_dir / "dev.env"
+    values: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.startswith("export ") and "=" in line:
+                k, _, v = line[len("export "):].partition("=")
+                values[k] = v
+    if "VOICEGW_TWILIO_AUTH_TOKEN" not in values:
+        values["VOICEGW_TWILIO_AUTH_TOKEN"] = secrets.token_hex(16)
+    if "VOICEGW_TELNYX_PRIVATE_KEY" not in values:
+        seed = secrets.token_bytes(32)
+        public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        values["VOICEGW_TELNYX_PRIVATE_KEY"] = base64.b64encode(seed).decode()
+        values["VOICEGW_TELNYX_PUBLIC_KEY"] = base64.b64encode(public).decode()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"export {k}={v}\n" for k, v in sorted(values.items())))
+    path.chmod(0o600)
+    for key in ("VOICEGW_TWILIO_AUTH_TOKEN", "VOICEGW_TELNYX_PUBLIC_KEY"):
+        if not os.environ.get(key):
+            os.environ[key] = values[key]
+            log.warning("%s not set: using a generated development value from %s", key, path)
+
+
+async def _prepare(settings: Settings, demo: bool) -> None:
+    """One-time database preparation before any worker starts."""
+    from gateway.app import close_context, open_context
+
+    ctx = await open_context(settings, demo=demo)
+    await close_context(ctx)
+
+
+async def _serve(settings: Settings, demo: bool, reuse_port: bool) -> None:
+    from gateway.app import close_context, create_app, drain, internal_app, open_context
+
+    ctx = await open_context(settings, demo=demo)
+    app = create_app(ctx, include_internal=settings.internal_port is None)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None).start()
+    internal_runner = None
+    if settings.internal_port is not None:
+        internal_runner = web.AppRunner(internal_app(ctx), handle_signals=False, access_log=None)
+        await internal_runner.setup()
+        await web.TCPSite(internal_runner, settings.host, settings.internal_port, reuse_port=reuse_port or None).start()
+    log.info("voicegw pid %d listening on http://%s:%d (db %s)", os.getpid(), settings.host, settings.port,
+             settings.db_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("signal received: draining")
+    await drain(ctx, settings.drain_s)
+    await runner.cleanup()
+    if internal_runner is not None:
+        await internal_runner.cleanup()
+    await close_context(ctx)
+    log.info("voicegw pid %d stopped cleanly", os.getpid())
+
+
+def _run(coro: object) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:  # pragma: no cover - uvloop is a dependency; Windows lacks it
+        asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(host=args.host, port=args.port, db_url=args.db)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
+    )
+    if args.demo:
+        _dev_credentials(settings.var_dir)
+        settings = Settings.from_env(host=args.host, port=args.port, db_url=args.db)
+    if not os.environ.get("VOICEGW_STREAM_TOKEN_SECRET"):
+        # Workers must agree on the token secret: one random secret per gateway start.
+        os.environ["VOICEGW_STREAM_TOKEN_SECRET"] = secrets.token_hex(32)
+        settings = Settings.from_env(host=args.host, port=args.port, db_url=args.db)
+    workers = max(1, args.workers)
+    if workers == 1:
+        _run(_serve(settings, args.demo, reuse_port=False))
+        return 0
+    _run(_prepare(settings, args.demo))
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # worker
+            try:
+                _run(_serve(settings, False, reuse_port=True))
+            finally:
+                os._exit(0)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for child in children:
+        _, code = os.waitpid(child, 0)
+        status = status or os.waitstatus_to_exitcode(code)
+    return status
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Adds this package's sub-commands."""
+    p = sub.add_parser("serve", help="run the gateway")
+    p.add_argument("--host", default=None, help="listen address (VOICEGW_HOST)")
+    p.add_argument("--port", type=int, default=None, help="listen port (VOICEGW_PORT)")
+    p.add_argument("--db", default=None, help="database URL (VOICEGW_DB)")
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
+    p.add_argument("--demo", action="store_true", help="provision the demo tenant and dev credentials")
+    p.set_defaults(func=_cmd_serve)
+

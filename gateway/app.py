@@ -1,0 +1,180 @@
+"""The aiohttp application and the per-process state every handler shares."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway.config import Settings
+from gateway.metrics import GatewayStats
+from gateway.recorder import CallRecorder
+from storage.db import Database, open_database
+from storage.migrate import migrate
+from storage.recovery import recover
+from storage.secrets import SecretBox, load_secret_box
+from storage.writer import Writer
+
+if TYPE_CHECKING:
+    from gateway.selection import ProviderSelector
+    from gateway.session import CallSession
+
+log = logging.getLogger(__name__)
+
+CTX_KEY: web.AppKey[GatewayContext] = web.AppKey("voicegw", object)  # type: ignore[arg-type]
+
+
+@dataclass(slots=True)
+class LiveCall:
+    session: CallSession
+    close_socket: Any  # async callable(code, reason) closing the carrier socket
+
+
+@dataclass(slots=True)
+class PendingSocket:
+    """A media socket that has not sent a valid ``start`` yet (watched for the start timeout)."""
+
+    opened_at: float
+    close: Any
+
+
+@dataclass(slots=True)
+class GatewayContext:
+    settings: Settings
+    db: Database
+    writer: Writer
+    box: SecretBox
+    http: aiohttp.ClientSession
+    stats: GatewayStats = field(default_factory=GatewayStats)
+    recorder: CallRecorder = field(init=False)
+    selector: ProviderSelector = field(init=False)
+    live: dict[str, LiveCall] = field(default_factory=dict)
+    pending: dict[int, PendingSocket] = field(default_factory=dict)
+    draining: bool = False
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from gateway.selection import ProviderSelector
+
+        self.recorder = CallRecorder(self.writer)
+        self.selector = ProviderSelector(self)
+
+    async def watchdog(self) -> None:
+        """Once a second: start timeouts, idle carriers, max duration, silent providers."""
+        s = self.settings
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for key, pending in list(self.pending.items()):
+                if now - pending.opened_at > s.start_timeout_s:
+                    self.pending.pop(key, None)
+                    self.stats.protocol_errors["start_timeout"] += 1
+                    log.warning("media socket closed: no valid start within %.0f s", s.start_timeout_s)
+                    await pending.close(4408, "start timeout")
+            for call_id, live in list(self.live.items()):
+                session = live.session
+                if now - session.last_carrier_msg > s.idle_timeout_s:
+                    log.warning("call %s: carrier idle for %.0f s, ending", call_id, s.idle_timeout_s)
+                    session.carrier_gone("carrier_idle_timeout")
+                    await live.close_socket(4408, "idle timeout")
+                elif now - session.started_mono > s.max_call_s:
+                    log.info("call %s: max duration reached", call_id)
+                    session.request_end("completed", "max_duration")
+                else:
+                    session.check_timers(now)
+            self.selector.tick(now)
+
+    def writer_stats(self) -> dict[str, float]:
+        st = self.writer.stats
+        return {
+            "depth": float(self.writer.depth),
+            "last_flush_s": float(st.last_flush_s),
+            "max_flush_s": float(st.max_flush_s),
+            "rows": float(st.rows_written),
+            "retries": float(st.retries),
+        }
+
+
+async def open_context(settings: Settings, *, demo: bool = False) -> GatewayContext:
+    """Open the database (migrate, recover crashed calls), the writer and the HTTP client."""
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    db = await open_database(settings.db_url)
+    await migrate(db)
+    box = load_secret_box(dev_key_path=settings.var_dir / "secret.key")
+    if demo:
+        from storage.provision import provision_demo
+
+        await provision_demo(db, box)
+    recovered = await recover(db, int(time.time()))
+    if recovered:
+        log.warning("recovered %d call(s) left open by a previous crash", len(recovered))
+    writer = Writer(db, flush_interval_s=settings.writer_flush_ms / 1000, max_batch=settings.writer_batch)
+    await writer.start()
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    return GatewayContext(settings=settings, db=db, writer=writer, box=box, http=http)
+
+
+async def close_context(ctx: GatewayContext) -> None:
+    for task in ctx._tasks:
+        task.cancel()
+    for task in ctx._tasks:
+        with contextlib.suppress(BaseException):
+            await task
+    await ctx.selector.close()
+    await ctx.recorder.flush()
+    await ctx.writer.close()
+    await ctx.http.close()
+    await ctx.db.close()
+
+
+def create_app(ctx: GatewayContext, *, include_internal: bool = True) -> web.Application:
+    from gateway import internal, media, webhooks
+
+    app = web.Application(client_max_size=256 * 1024)
+    app[CTX_KEY] = ctx
+    app.add_routes(webhooks.routes())
+    app.add_routes(media.routes())
+    if include_internal:
+        app.add_routes(internal.routes())
+
+    async def _start_background(app: web.Application) -> None:
+        if not ctx._tasks:
+            ctx._tasks.append(asyncio.get_running_loop().create_task(ctx.watchdog()))
+            ctx.selector.start()
+
+    app.on_startup.append(_start_background)
+    return app
+
+
+def internal_app(ctx: GatewayContext) -> web.Application:
+    from gateway import internal
+
+    app = web.Application()
+    app[CTX_KEY] = ctx
+    app.add_routes(internal.routes())
+    return app
+
+
+async def drain(ctx: GatewayContext, deadline_s: float) -> None:
+    """Stop taking calls, let live ones finish until the deadline, end the rest, flush rows."""
+    ctx.draining = True
+    log.info("draining: %d live call(s), deadline %.0f s", len(ctx.live), deadline_s)
+    end = time.monotonic() + deadline_s
+    while ctx.live and time.monotonic() < end:
+        await asyncio.sleep(0.1)
+    for call_id, live in list(ctx.live.items()):
+        log.info("drain deadline: ending call %s", call_id)
+        live.session.request_end("completed", "gateway_shutdown")
+    for live in list(ctx.live.values()):
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(live.session.wait_closed(), 5.0)
+    stop = time.monotonic() + 5.0
+    while ctx.live and time.monotonic() < stop:
+        await asyncio.sleep(0.05)
+    await ctx.recorder.flush()

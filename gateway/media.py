@@ -1,0 +1,270 @@
+"""Carrier media WebSockets (``/twilio/media``, ``/telnyx/media``): the carrier reader loop.
+
+The handler's own task reads the carrier socket for the whole call; the sans-I/O stream codec
+turns each text frame into one typed event (one JSON parse), and the call session takes it from
+there. Bad input closes the socket with the codec's specific close code and one log line.
+When the call ends for any reason the ``calls`` row is closed and billed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from gateway.app import CTX_KEY, GatewayContext, LiveCall, PendingSocket
+from gateway.carriers.base import (
+    CarrierError,
+    Connected,
+    Dtmf,
+    MarkEcho,
+    Media,
+    ProtocolViolation,
+    Start,
+    Stop,
+)
+from gateway.carriers.telnyx import TelnyxStream
+from gateway.carriers.telnyx_rest import hangup as telnyx_hangup
+from gateway.carriers.twilio import TwilioStream
+from gateway.security import TokenError, verify_stream_token
+from gateway.session import CallSession
+from providers.base import MULAW_8000, Audio, AudioFormat
+from storage.billing import BillableCall, bill_call
+from storage.calls import claim_call, finish_call_stmt
+
+log = logging.getLogger(__name__)
+
+CLOSE_FLOOD = 4429
+CLOSE_BINARY = 4415
+CLOSE_TOKEN = 4401
+CLOSE_DUPLICATE = 4409
+
+
+class WsCarrierLink:
+    """The session's view of the carrier leg: outbound messages and hang-up."""
+
+    out_format: AudioFormat = MULAW_8000  # Twilio always; Telnyx by our TeXML's bidirectionalCodec
+
+    def __init__(self, ctx: GatewayContext, ws: web.WebSocketResponse, codec: Any, carrier: str) -> None:
+        self.ctx = ctx
+        self.ws = ws
+        self.codec = codec
+        self.carrier = carrier
+        self.call_control_id: str | None = None
+
+    async def send_media(self, audio: Audio) -> None:
+        if not self.ws.closed:
+            await self.ws.send_str(self.codec.media_message(audio))
+
+    async def send_mark(self, name: str) -> None:
+        if not self.ws.closed:
+            await self.ws.send_str(self.codec.mark_message(name))
+
+    async def send_clear(self) -> None:
+        if not self.ws.closed:
+            await self.ws.send_str(self.codec.clear_message())
+
+    async def hangup(self, reason: str) -> None:
+        """End the carrier leg: Twilio ends the call when we close; Telnyx needs its REST action."""
+        s = self.ctx.settings
+        if self.carrier == "telnyx" and self.call_control_id and s.telnyx_api_key:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    telnyx_hangup(self.ctx.http, s.telnyx_api_base, s.telnyx_api_key, self.call_control_id), 5.0
+                )
+        if not self.ws.closed:
+            await self.ws.close(code=1000, message=reason.encode()[:120])
+
+
+async def _handle(request: web.Request, carrier: str) -> web.WebSocketResponse:
+    ctx = request.app[CTX_KEY]
+    s = ctx.settings
+    ws = web.WebSocketResponse(max_msg_size=s.max_frame_bytes, autoping=True, compress=False)
+    await ws.prepare(request)
+    codec: TwilioStream | TelnyxStream = TwilioStream() if carrier == "twilio" else TelnyxStream()
+    link = WsCarrierLink(ctx, ws, codec, carrier)
+
+    async def close(code: int, reason: str) -> None:
+        if not ws.closed:
+            await ws.close(code=code, message=reason.encode()[:120])
+
+    key = id(ws)
+    ctx.pending[key] = PendingSocket(time.monotonic(), close)
+    session: CallSession | None = None
+    call_id: str | None = None
+    limit = s.max_messages_per_s
+    window_start = time.monotonic()
+    count = 0
+    try:
+        async for msg in ws:
+            count += 1
+            if count > limit:
+                now = time.monotonic()
+                if now - window_start < 1.0:
+                    _violation(ctx, call_id, carrier, "flood", f"more than {limit} messages/s")
+                    await close(CLOSE_FLOOD, "message flood")
+                    break
+                window_start, count = now, 0
+            if msg.type is not WSMsgType.TEXT:
+                if msg.type is WSMsgType.BINARY:
+                    _violation(ctx, call_id, carrier, "binary_frame", "binary frames are not accepted")
+                    await close(CLOSE_BINARY, "binary frames are not accepted")
+                break
+            try:
+                event = codec.receive(msg.data)
+            except ProtocolViolation as v:
+                _violation(ctx, call_id, carrier, v.reason, v.reason, session)
+                await close(v.close_code, v.reason)
+                break
+            etype = type(event)
+            if etype is Media:
+                if session is not None:
+                    session.last_carrier_msg = time.monotonic()
+                    await session.on_media(event.audio)  # type: ignore[union-attr]
+            elif etype is Start:
+                ctx.pending.pop(key, None)
+                session, call_id = await _start(ctx, event, carrier, link, close)  # type: ignore[arg-type]
+                if session is None:
+                    break
+                ctx.live[call_id] = LiveCall(session, close)  # type: ignore[index]
+                ctx.stats.live_calls = len(ctx.live)
+            elif etype is Dtmf and session is not None:
+                await session.on_dtmf(event.digit)  # type: ignore[union-attr]
+            elif etype is MarkEcho and session is not None:
+                await session.on_mark_echo(event.name)  # type: ignore[union-attr]
+            elif etype is Stop:
+                if session is not None:
+                    session.carrier_gone("caller_hangup")
+                break
+            elif etype is CarrierError:
+                log.warning("%s error frame on call %s: %s", carrier, call_id, event)
+                if call_id is not None:
+                    ctx.recorder.event(call_id, "carrier_error", {
+                        "code": event.code, "title": event.title, "detail": event.detail})  # type: ignore[union-attr]
+            elif etype is Connected:
+                pass
+    finally:
+        ctx.pending.pop(key, None)
+        if session is not None and call_id is not None:
+            session.carrier_gone("carrier_closed")
+            await session.wait_closed()
+            if not ws.closed:
+                await ws.close()
+            await _finalize(ctx, session, call_id)
+            ctx.live.pop(call_id, None)
+            ctx.stats.live_calls = len(ctx.live)
+    return ws
+
+
+def _violation(
+    ctx: GatewayContext, call_id: str | None, carrier: str, key: str, detail: str,
+    session: CallSession | None = None,
+) -> None:
+    ctx.stats.protocol_errors[key.split(":")[0][:40]] += 1
+    log.warning("%s media socket closed (call %s): %s", carrier, call_id or "-", detail)
+    if call_id is not None:
+        ctx.recorder.event(call_id, "error", {"source": "carrier", "reason": detail})
+        if session is not None:
+            session.carrier_gone("carrier_protocol_error")
+
+
+async def _start(
+    ctx: GatewayContext, start: Start, carrier: str, link: WsCarrierLink, close: Any
+) -> tuple[CallSession | None, str | None]:
+    params = start.custom_parameters
+    call_id = params.get("call_id", "")
+    try:
+        verify_stream_token(ctx.settings.stream_token_secret, params.get("token", ""), call_id, carrier, time.time())
+    except TokenError as exc:
+        ctx.stats.protocol_errors["bad_token"] += 1
+        log.warning("%s media socket refused: stream token %s (call %s)", carrier, exc, call_id or "-")
+        await close(CLOSE_TOKEN, f"stream token {exc}")
+        return None, None
+    if call_id in ctx.live or not await claim_call(ctx.db, call_id):
+        ctx.stats.protocol_errors["duplicate_socket"] += 1
+        log.warning("%s media socket refused: call %s already has a media stream", carrier, call_id)
+        await close(CLOSE_DUPLICATE, "call already has a media stream")
+        return None, None
+    setup = await ctx.selector.lookup(call_id)
+    if setup is None:
+        log.error("call %s: claimed but its setup could not be loaded", call_id)
+        await close(1011, "call setup missing")
+        return None, None
+    link.call_control_id = start.call_ref if carrier == "telnyx" else None
+    pre = ctx.selector.take_preconnect(call_id)
+    if pre is not None:
+        plan, preconnected = pre
+    else:
+        plan, preconnected = await ctx.selector.plan(setup), None
+    session = CallSession(
+        call_id=call_id,
+        carrier=link,
+        carrier_in_format=start.media_format,
+        attempts=plan.attempts,
+        events=ctx.recorder,
+        stats=ctx.stats,
+        connect_deadline_s=ctx.settings.provider_connect_deadline_s,
+        fallback_enabled=plan.fallback_enabled,
+        silence_failover_s=ctx.settings.provider_silence_failover_s,
+        observer=ctx.selector.observer,
+        preconnected=preconnected,
+    )
+    for attempt in plan.attempts:
+        if attempt.playback is not None:
+            attempt.playback.target = session
+    ctx.recorder.event(call_id, "answered", {
+        "carrier": carrier, "stream_id": start.stream_id, "media_format": str(start.media_format),
+        "preconnected": preconnected is not None,
+    })
+    session.start()
+    return session, call_id
+
+
+async def _finalize(ctx: GatewayContext, session: CallSession, call_id: str) -> None:
+    """Close the call row, bill it, record the end — after the audio is gone."""
+    outcome = session.outcome
+    if outcome is None:
+        return
+    setup = await ctx.selector.lookup(call_id)
+    ended_at = int(outcome.ended_at)
+    cost = 0.0
+    if setup is not None:
+        for attempt in range(3):
+            try:
+                result = await bill_call(ctx.db, BillableCall(
+                    call_id=call_id, workspace_id=setup.workspace_id, provider=outcome.provider_used,
+                    started_at=ended_at - outcome.duration_s, ended_at=ended_at,
+                    duration_seconds=outcome.duration_s, usage=outcome.usage,
+                ))
+                cost = result.cost_total
+                break
+            except Exception:
+                log.exception("call %s: billing failed (attempt %d)", call_id, attempt + 1)
+                await asyncio.sleep(0.2 * (attempt + 1))
+    ctx.recorder.statement(finish_call_stmt(
+        call_id, outcome.status, outcome.duration_s, ended_at, outcome.provider_used,
+        outcome.transcript or None, cost,
+    ))
+    ctx.recorder.event(call_id, "ended", {
+        "status": outcome.status, "reason": outcome.reason, "provider": outcome.provider_used,
+        "providers_tried": session.providers_tried, "duration_seconds": outcome.duration_s,
+        "usage": outcome.usage, "cost_total": cost,
+    })
+    ctx.stats.calls_by_outcome[outcome.status] += 1
+    ctx.selector.forget(call_id)
+
+
+async def twilio_media(request: web.Request) -> web.WebSocketResponse:
+    return await _handle(request, "twilio")
+
+
+async def telnyx_media(request: web.Request) -> web.WebSocketResponse:
+    return await _handle(request, "telnyx")
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get("/twilio/media", twilio_media), web.get("/telnyx/media", telnyx_media)]

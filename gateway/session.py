@@ -1,0 +1,524 @@
+"""One call, bridged: the carrier leg on one side, a provider session on the other.
+
+Tasks per call: the carrier reader (the media WebSocket handler itself) and ONE provider task
+that connects, pumps provider events to the carrier, and fails over. Nothing is created per
+frame. Audio from the provider goes to the carrier as soon as it arrives: the carrier buffers
+and plays it in real time, ``clear`` empties that buffer on barge-in, and marks tell us what the
+caller actually heard (which is what providers need for truncation).
+
+All database writes go through the writer without awaiting I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import warnings
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.audio import Transcoder
+from gateway.metrics import GatewayStats
+from providers.base import (
+    Audio,
+    AudioFormat,
+    AudioOut,
+    ErrorKind,
+    Failure,
+    Hangup,
+    Interrupt,
+    Mark,
+    Notice,
+    ProviderError,
+    ProviderSession,
+    ToolCall,
+    Transcript,
+)
+
+with warnings.catch_warnings():  # stdlib audioop on 3.11/3.12 warns; audioop-lts on >= 3.13 does not
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+log = logging.getLogger(__name__)
+
+MARK_EVERY_MS = 400.0  # a carrier mark at most this often: play-out tracking without doubling traffic
+FAILOVER_BUFFER_FRAMES = 50  # ~1 s of caller audio kept while (re)connecting a provider
+HANGUP_DRAIN_MAX_S = 15.0  # provider hung up: wait at most this long for its farewell to play
+SPEECH_RMS = 500  # caller speech threshold (PCM16 RMS) for the silent-provider detector
+SPEECH_CHECK_EVERY = 5  # frames: check caller energy on every 5th frame only
+
+
+class CarrierLink(Protocol):
+    """What the session needs of the carrier leg (implemented by the media handler)."""
+
+    out_format: AudioFormat
+
+    async def send_media(self, audio: Audio) -> None: ...
+    async def send_mark(self, name: str) -> None: ...
+    async def send_clear(self) -> None: ...
+    async def hangup(self, reason: str) -> None: ...
+
+
+class EventSink(Protocol):
+    """Where the session records call events and its final row (the storage writer glue)."""
+
+    def event(self, call_id: str, event_type: str, data: dict[str, Any] | None) -> None: ...
+
+
+@dataclass(slots=True)
+class ProviderAttempt:
+    """A candidate the router chose: how to connect to it and why it was chosen."""
+
+    provider: str
+    reason: str
+    connect: Callable[[Sequence[Transcript]], Awaitable[ProviderSession]]
+    key_source: str = "platform"
+    playback: Any = None  # PlaybackProxy the adapter reads; pointed at the session once it exists
+    admit: Callable[[], bool] | None = None  # circuit breaker gate (half-open: one trial at a time)
+
+
+@dataclass(slots=True)
+class CallOutcome:
+    status: str  # completed | failed
+    reason: str
+    provider_used: str
+    duration_s: int
+    transcript: str
+    usage: dict[str, float] = field(default_factory=dict)
+    ended_at: float = 0.0
+
+
+class SessionObserver(Protocol):
+    """Health-board hooks (passive observations from every call)."""
+
+    def connected(self, provider: str, latency_s: float) -> None: ...
+    def failed(self, provider: str, kind: str, message: str) -> None: ...
+    def first_audio(self, provider: str, latency_s: float) -> None: ...
+    def dropped(self, provider: str, reason: str) -> None: ...
+
+
+class _NullObserver:
+    def connected(self, provider: str, latency_s: float) -> None: ...
+    def failed(self, provider: str, kind: str, message: str) -> None: ...
+    def first_audio(self, provider: str, latency_s: float) -> None: ...
+    def dropped(self, provider: str, reason: str) -> None: ...
+
+
+class CallSession:
+    """Bridges one call. The media handler feeds carrier events in; ``run_provider`` runs as a task."""
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        carrier: CarrierLink,
+        carrier_in_format: AudioFormat,
+        attempts: Sequence[ProviderAttempt],
+        events: EventSink,
+        stats: GatewayStats,
+        connect_deadline_s: float,
+        fallback_enabled: bool = True,
+        silence_failover_s: float = 5.0,
+        observer: SessionObserver | None = None,
+        preconnected: asyncio.Task[ProviderSession] | None = None,
+    ) -> None:
+        self.call_id = call_id
+        self.carrier = carrier
+        self.carrier_in_format = carrier_in_format
+        self._attempts = deque(attempts)
+        self._events = events
+        self.stats = stats
+        self._connect_deadline_s = connect_deadline_s
+        self._fallback_enabled = fallback_enabled
+        self._silence_failover_s = silence_failover_s
+        self._observer: SessionObserver = observer or _NullObserver()
+        self._preconnected = preconnected
+
+        self.started_mono = time.monotonic()
+        self.last_carrier_msg = self.started_mono
+        self.provider: ProviderSession | None = None
+        self.provider_name = ""
+        self.providers_tried: list[str] = []
+        self._to_provider: Transcoder | None = None
+        self._to_carrier: Transcoder | None = None
+        self._waiting_audio: deque[Audio] = deque(maxlen=FAILOVER_BUFFER_FRAMES)
+        self.transcript: list[Transcript] = []
+        self.usage_total: dict[str, float] = {}
+
+        # play-out tracking through carrier marks
+        self._mark_seq = 0
+        self._pending_marks: dict[str, tuple[str | None, float, str | None]] = {}
+        self._cleared_marks: set[str] = set()
+        self._unmarked_ms = 0.0
+        self._current_item: str | None = None
+        self._item_sent_ms: dict[str, float] = {}
+        self._item_played_ms: dict[str, float] = {}
+        self._hangup_mark: str | None = None
+
+        self._frame_counter = 0
+        self.unanswered_speech_since: float | None = None
+        self.last_provider_event = self.started_mono
+        self._provider_connected_at = 0.0
+        self._first_audio_seen = False
+
+        self.ended = asyncio.Event()
+        self.outcome: CallOutcome | None = None
+        self._end_reason: tuple[str, str] | None = None
+        self._provider_task: asyncio.Task[None] | None = None
+        self._failover_requested: str | None = None
+        self._carrier_gone = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._provider_task = asyncio.get_running_loop().create_task(
+            self._run_provider(), name=f"provider:{self.call_id}"
+        )
+
+    def carrier_gone(self, reason: str) -> None:
+        """The caller hung up or the carrier socket vanished: close the provider promptly."""
+        self._carrier_gone = True
+        self.request_end("completed", reason)
+
+    def request_end(self, status: str, reason: str) -> None:
+        """End the call (idempotent). The provider task notices and finishes the work."""
+        if self._end_reason is None:
+            self._end_reason = (status, reason)
+        if self._provider_task is not None and not self._provider_task.done():
+            self._provider_task.cancel()
+        elif self._provider_task is None:
+            self.ended.set()
+
+    async def wait_closed(self) -> None:
+        if self._provider_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._provider_task
+        self.ended.set()
+
+    # ------------------------------------------------------------------ carrier → provider
+    async def on_media(self, audio: Audio) -> None:
+        """Hot path: one caller frame."""
+        self.stats.frames_in += 1
+        self._frame_counter += 1
+        if self._frame_counter % SPEECH_CHECK_EVERY == 0:
+            self._track_caller_speech(audio)
+        provider = self.provider
+        if provider is None:
+            self._waiting_audio.append(audio)
+            return
+        tc = self._to_provider
+        if tc is not None and not tc.is_passthrough:
+            converted = tc.convert(audio)
+            self.stats.frames_transcoded += 1
+            if converted is None:
+                return
+            audio = converted
+        try:
+            await provider.send_audio(audio)
+        except (ConnectionError, ProviderError, RuntimeError) as exc:
+            self.stats.frames_dropped += 1
+            self._request_failover(f"send failed: {exc}")
+
+    def _track_caller_speech(self, audio: Audio) -> None:
+        fmt = audio.fmt
+        raw = audio.raw
+        if fmt.encoding == "mulaw":
+            pcm = audioop.ulaw2lin(raw, 2)
+        elif fmt.encoding == "alaw":
+            pcm = audioop.alaw2lin(raw, 2)
+        else:
+            pcm = raw
+        if audioop.rms(pcm, 2) >= SPEECH_RMS:
+            if self.unanswered_speech_since is None:
+                self.unanswered_speech_since = time.monotonic()
+
+    async def on_dtmf(self, digit: str) -> None:
+        self._events.event(self.call_id, "dtmf", {"digit": digit})
+        if self.provider is not None:
+            await self.provider.send_dtmf(digit)
+
+    async def on_mark_echo(self, name: str) -> None:
+        """The carrier played (or cleared) audio up to mark ``name``."""
+        if name in self._cleared_marks:
+            self._cleared_marks.discard(name)
+            return
+        entry = self._pending_marks.pop(name, None)
+        if entry is None:
+            return
+        item_id, item_ms, provider_mark = entry
+        if item_id is not None:
+            self._item_played_ms[item_id] = item_ms
+        if provider_mark is not None and self.provider is not None:
+            await self.provider.on_mark(provider_mark)
+        if name == self._hangup_mark:
+            self.request_end("completed", "provider_hangup")
+
+    def played_ms(self, item_id: str) -> int:
+        """PlaybackClock for providers: confirmed by marks, never more than was sent."""
+        return int(self._item_played_ms.get(item_id, 0.0))
+
+    def check_timers(self, now: float) -> None:
+        """Called by the process-wide watchdog about once a second (never per frame)."""
+        since = self.unanswered_speech_since
+        if (
+            since is not None
+            and self.provider is not None
+            and self._silence_failover_s > 0
+            and now - since > self._silence_failover_s
+            and now - self.last_provider_event > self._silence_failover_s
+        ):
+            self.unanswered_speech_since = None
+            self._request_failover("provider_silent")
+
+    # ------------------------------------------------------------------ provider task
+    def _request_failover(self, reason: str) -> None:
+        if self._failover_requested is None and self.provider is not None:
+            self._failover_requested = reason
+            provider = self.provider
+            asyncio.get_running_loop().create_task(provider.close())
+
+    async def _run_provider(self) -> None:
+        try:
+            first = True
+            while self._end_reason is None:
+                provider = await self._connect(first)
+                first = False
+                if provider is None:
+                    self.request_end("failed", "no_provider_available")
+                    break
+                outcome = await self._pump(provider)
+                if outcome == "hangup":
+                    await self._drain_then_hangup()
+                    break
+                if outcome == "closed" or self._end_reason is not None:
+                    break
+                # dropped: fail over to the next candidate with the transcript so far
+                reason = self._failover_requested or outcome
+                self._failover_requested = None
+                self.stats.failovers[reason.split(":")[0]] += 1
+                self._observer.dropped(self.provider_name, reason)
+                self._events.event(
+                    self.call_id, "failover", {"from": self.provider_name, "reason": reason}
+                )
+                self._detach_provider()
+                if not self._fallback_enabled or not self._attempts:
+                    self.request_end("failed", f"provider_lost:{reason}")
+                    break
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await self._finish()
+
+    async def _connect(self, first: bool) -> ProviderSession | None:
+        deadline = time.monotonic() + self._connect_deadline_s
+        while self._attempts and self._end_reason is None:
+            attempt = self._attempts.popleft()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._events.event(self.call_id, "provider_attempt", {
+                    "provider": attempt.provider, "result": "skipped", "reason": "connect deadline passed"})
+                continue
+            if attempt.admit is not None and not attempt.admit():
+                self._events.event(self.call_id, "provider_attempt", {
+                    "provider": attempt.provider, "result": "skipped", "reason": "circuit breaker"})
+                continue
+            t0 = time.monotonic()
+            self.providers_tried.append(attempt.provider)
+            try:
+                if first and self._preconnected is not None:
+                    task, self._preconnected = self._preconnected, None
+                    provider = await asyncio.wait_for(task, timeout=remaining)
+                else:
+                    provider = await asyncio.wait_for(attempt.connect(tuple(self.transcript)), remaining)
+            except (ProviderError, TimeoutError, OSError) as exc:
+                kind = exc.kind.value if isinstance(exc, ProviderError) else ErrorKind.TIMEOUT.value
+                message = str(exc) or type(exc).__name__
+                self._observer.failed(attempt.provider, kind, message)
+                self._events.event(self.call_id, "provider_attempt", {
+                    "provider": attempt.provider, "result": "failed", "kind": kind, "error": message[:300]})
+                log.warning("call %s: provider %s failed to connect: %s", self.call_id, attempt.provider, message)
+                if not self._fallback_enabled:
+                    return None
+                continue
+            latency = time.monotonic() - t0
+            self.stats.observe_connect(attempt.provider, latency)
+            self._observer.connected(attempt.provider, latency)
+            self._attach(provider, attempt, latency)
+            return provider
+        return None
+
+    def _attach(self, provider: ProviderSession, attempt: ProviderAttempt, latency: float) -> None:
+        self.provider = provider
+        self.provider_name = attempt.provider
+        self._provider_connected_at = time.monotonic()
+        self.last_provider_event = self._provider_connected_at
+        self._first_audio_seen = False
+        self._to_provider = Transcoder(self.carrier_in_format, provider.input_format)
+        self._to_carrier = Transcoder(provider.output_format, self.carrier.out_format)
+        self._events.event(self.call_id, "provider_connected", {
+            "provider": attempt.provider, "reason": attempt.reason, "key_source": attempt.key_source,
+            "connect_ms": round(latency * 1000, 1),
+            "input_format": str(provider.input_format), "output_format": str(provider.output_format),
+            "passthrough": self._to_provider.is_passthrough and self._to_carrier.is_passthrough,
+        })
+        waiting, self._waiting_audio = self._waiting_audio, deque(maxlen=FAILOVER_BUFFER_FRAMES)
+        if waiting:
+            asyncio.get_running_loop().create_task(self._replay(provider, waiting))
+
+    async def _replay(self, provider: ProviderSession, frames: deque[Audio]) -> None:
+        tc = self._to_provider
+        for audio in frames:
+            converted = tc.convert(audio) if tc is not None else audio
+            if converted is not None:
+                with contextlib.suppress(Exception):
+                    await provider.send_audio(converted)
+
+    def _detach_provider(self) -> None:
+        provider = self.provider
+        if provider is not None:
+            self._collect_usage(provider)
+        self.provider = None
+        self._to_provider = None
+        self._to_carrier = None
+
+    def _collect_usage(self, provider: ProviderSession) -> None:
+        u = provider.usage
+        for key, value in (
+            ("audio_in_ms", u.audio_in_ms), ("audio_out_ms", u.audio_out_ms), ("characters", u.characters),
+            ("input_tokens", u.input_tokens), ("output_tokens", u.output_tokens),
+        ):
+            if value:
+                self.usage_total[key] = self.usage_total.get(key, 0.0) + value
+
+    async def _pump(self, provider: ProviderSession) -> str:
+        """Provider events → carrier. Returns 'hangup', 'closed' (we ended) or 'dropped'."""
+        carrier = self.carrier
+        stats = self.stats
+        try:
+            async for event in provider.events():
+                self.last_provider_event = time.monotonic()
+                self.unanswered_speech_since = None
+                if type(event) is AudioOut:
+                    await self._send_audio(carrier, event, stats)
+                elif type(event) is Interrupt:
+                    await self._clear(event.reason)
+                elif type(event) is Transcript:
+                    if event.final and event.text:
+                        self.transcript.append(event)
+                elif type(event) is Mark:
+                    await self._send_mark(provider_mark=event.name)
+                elif type(event) is ToolCall:
+                    self._events.event(self.call_id, "tool_call", {
+                        "provider": self.provider_name, "name": event.name, "call_id": event.call_id,
+                        "arguments": dict(event.arguments), "result": event.result})
+                elif type(event) is Hangup:
+                    self._events.event(self.call_id, "provider_hangup", {
+                        "provider": self.provider_name, "reason": event.reason})
+                    return "hangup"
+                elif type(event) is Failure:
+                    self._events.event(self.call_id, "error", {
+                        "provider": self.provider_name, "kind": event.kind.value,
+                        "message": event.message[:300], "fatal": event.fatal})
+                    self._observer.failed(self.provider_name, event.kind.value, event.message)
+                    if event.fatal:
+                        self._failover_requested = self._failover_requested or f"error:{event.kind.value}"
+                        await provider.close()
+                        return "dropped"
+                elif type(event) is Notice:
+                    self._events.event(self.call_id, "provider_notice", {
+                        "provider": self.provider_name, "kind": event.kind, **dict(event.details)})
+        except (ConnectionError, ProviderError) as exc:
+            self._failover_requested = self._failover_requested or f"error:{exc}"
+        if self._end_reason is not None:
+            return "closed"
+        return "dropped"
+
+    async def _send_audio(self, carrier: CarrierLink, event: AudioOut, stats: GatewayStats) -> None:
+        tc = self._to_carrier
+        audio = event.audio
+        if tc is not None and not tc.is_passthrough:
+            converted = tc.convert(audio)
+            stats.frames_transcoded += 1
+            if converted is None:
+                return
+            audio = converted
+        if not self._first_audio_seen:
+            self._first_audio_seen = True
+            self._observer.first_audio(self.provider_name, time.monotonic() - self._provider_connected_at)
+        item = event.item_id
+        if item != self._current_item and self._current_item is not None and self._unmarked_ms:
+            await self._send_mark()
+        if item is not None and item != self._current_item:
+            self._item_sent_ms[item] = 0.0
+            if len(self._item_sent_ms) > 16:  # keep only recent items: bounded memory on long calls
+                for old in list(self._item_sent_ms)[:-8]:
+                    self._item_sent_ms.pop(old, None)
+                    self._item_played_ms.pop(old, None)
+        self._current_item = item
+        ms = audio.duration_ms
+        if item is not None:
+            self._item_sent_ms[item] = self._item_sent_ms.get(item, 0.0) + ms
+        await carrier.send_media(audio)
+        stats.frames_out += 1
+        self._unmarked_ms += ms
+        if self._unmarked_ms >= MARK_EVERY_MS:
+            await self._send_mark()
+
+    async def _send_mark(self, provider_mark: str | None = None) -> str:
+        self._mark_seq += 1
+        name = f"m{self._mark_seq}"
+        item = self._current_item
+        item_ms = self._item_sent_ms.get(item, 0.0) if item is not None else 0.0
+        self._pending_marks[name] = (item, item_ms, provider_mark)
+        self._unmarked_ms = 0.0
+        await self.carrier.send_mark(name)
+        return name
+
+    async def _clear(self, reason: str) -> None:
+        """Barge-in: the carrier drops what it buffered; marks pending now mean 'cleared', not 'played'."""
+        await self.carrier.send_clear()
+        self._cleared_marks.update(self._pending_marks)
+        self._pending_marks.clear()
+        self._unmarked_ms = 0.0
+        if self._to_carrier is not None:
+            self._to_carrier.reset()
+        self._events.event(self.call_id, "interruption", {"provider": self.provider_name, "reason": reason})
+
+    async def _drain_then_hangup(self) -> None:
+        """Provider said goodbye: let the farewell play (mark echo), then end the carrier leg."""
+        self._hangup_mark = await self._send_mark()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ended.wait(), HANGUP_DRAIN_MAX_S)
+        if self._end_reason is None:
+            self._end_reason = ("completed", "provider_hangup")
+
+    async def _finish(self) -> None:
+        provider = self.provider
+        if provider is not None:
+            with contextlib.suppress(Exception):
+                await provider.close()
+            self._detach_provider()
+        if self._preconnected is not None:  # a pre-connection nobody used
+            task, self._preconnected = self._preconnected, None
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                (await task) if not task.cancelled() else None
+        status, reason = self._end_reason or ("completed", "ended")
+        if not self._carrier_gone:
+            with contextlib.suppress(Exception):
+                await self.carrier.hangup(reason)
+        elapsed = time.monotonic() - self.started_mono
+        self.outcome = CallOutcome(
+            status=status,
+            reason=reason,
+            provider_used=self.provider_name or (self.providers_tried[-1] if self.providers_tried else "none"),
+            duration_s=max(0, math.ceil(elapsed)),
+            transcript="\n".join(f"{t.role}: {t.text}" for t in self.transcript),
+            usage=dict(self.usage_total),
+            ended_at=time.time(),
+        )
+        self.ended.set()
