@@ -120,8 +120,9 @@ class WsProviderSession(ProviderSession):
         """Events for one text frame (may send replies, e.g. tool results)."""
 
     @abstractmethod
-    def _on_end(self, code: int | None, reason: str) -> ProviderEvent:
-        """The provider closed the socket: ``Hangup`` for its normal end, else ``Failure``."""
+    def _on_end(self, code: int | None, reason: str) -> ProviderEvent | None:
+        """The provider closed the socket: ``Hangup`` for its normal end, else ``Failure``
+        (None when a message already announced the end)."""
 
     async def _goodbye(self) -> None:
         """What the protocol says before we close (e.g. an end-call message)."""
@@ -162,7 +163,9 @@ class WsProviderSession(ProviderSession):
             return
         with contextlib.suppress(Exception):
             await ws.close()
-        yield self._on_end(ws.close_code, reason)
+        final = self._on_end(ws.close_code, reason)
+        if final is not None:
+            yield final
 
     async def close(self) -> None:
         if self._closing:

@@ -93,24 +93,18 @@ async def connect(ctx: ProviderContext) -> RetellSession:
         called_number=ctx.called_number,
         history=ctx.history,
     )
-    ws = None
-    try:
-        async with connect_deadline("retell", ctx.connect_timeout):
-            reply = await post_json(
-                ctx.http,
-                "retell",
-                api_base + protocol.REGISTER_PATH,
-                body,
-                {"Authorization": f"Bearer {ctx.api_key}"},
-            )
-            try:
-                retell_call_id = protocol.call_id_from_reply(reply, fmt)
-            except ValueError as exc:
-                raise ProviderError(ErrorKind.CONFIG, f"retell: {exc}") from None
-            ws = await open_ws(ctx.http, protocol.audio_ws_url(ws_base, retell_call_id))
-    except BaseException:
-        if ws is not None:
-            await ws.close()
-        raise
+    async with connect_deadline("retell", ctx.connect_timeout):
+        reply = await post_json(
+            ctx.http,
+            "retell",
+            api_base + protocol.REGISTER_PATH,
+            body,
+            {"Authorization": f"Bearer {ctx.api_key}"},
+        )
+        try:
+            retell_call_id = protocol.call_id_from_reply(reply, fmt)
+        except ValueError as exc:
+            raise ProviderError(ErrorKind.CONFIG, f"retell: {exc}") from None
+        ws = await open_ws(ctx.http, protocol.audio_ws_url(ws_base, retell_call_id))
     logger.info("retell call %s registered as %s (%s)", ctx.call_id, retell_call_id, fmt)
     return RetellSession(ws, fmt, retell_call_id)

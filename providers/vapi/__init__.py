@@ -1,0 +1,1 @@
+"""Vapi adapter over the ``vapi.websocket`` call transport."""
