@@ -8,6 +8,7 @@ import secrets
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlencode
 
@@ -48,11 +49,13 @@ async def place_call(
     credentials: Credentials | None = None,
     pacer: Pacer | None = None,
     telnyx_api: TelnyxApi | None = None,
+    on_placed: Callable[[CallResult], None] | None = None,
 ) -> CallResult:
     """Places one call against the gateway at ``base_url`` and plays it out per ``plan``.
 
     Never raises for gateway misbehaviour: HTTP errors, bad TwiML/TeXML, socket failures and protocol
-    violations land in ``CallResult.errors``. ``telnyx_api`` receives the gateway's REST hang-ups.
+    violations land in ``CallResult.errors``. ``telnyx_api`` receives the gateway's REST hang-ups;
+    ``on_placed`` sees the result object as soon as it exists, so a monitor can watch it fill in.
     """
     creds = credentials or Credentials.from_env()
     pacer = pacer or default_pacer()
@@ -61,6 +64,8 @@ async def place_call(
     else:
         call_sid = "v3:" + secrets.token_urlsafe(27)
     result = CallResult(carrier=plan.carrier, call_sid=call_sid, placed_at=time.monotonic())
+    if on_placed is not None:
+        on_placed(result)
     try:
         target = await _answer(session, base_url, plan, creds, result)
         if target is not None:
