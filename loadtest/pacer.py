@@ -97,6 +97,11 @@ class Pacer:
                 if next_due is not None:
                     heapq.heappush(heap, (next_due, seq, stream))
 
+    async def join(self) -> None:
+        """Waits until every stream has finished (the ticker goes idle)."""
+        if self._task is not None:
+            await self._task
+
     async def aclose(self) -> None:
         """Stops driving streams (used at the end of a run)."""
         self._heap.clear()

@@ -56,9 +56,7 @@ async def _run(clock: FakeClock, streams_at: list[float], frames: int) -> list[R
         s = RecordingStream(clock, t0, frames, work_s=0.00002)
         pacer.add(s, t0)
         streams.append(s)
-    while any(len(s.due) < frames for s in streams):
-        await asyncio.sleep(0)
-    await pacer.aclose()
+    await pacer.join()
     return streams
 
 
@@ -98,10 +96,12 @@ async def test_added_stream_interrupts_a_long_sleep() -> None:
 
     class Once:
         def __init__(self) -> None:
-            self.at: float | None = None
+            self.at = 0.0
+            self.done = asyncio.Event()
 
         async def on_due(self, due: float) -> float | None:
             self.at = loop.time()
+            self.done.set()
             return None
 
     far, near = Once(), Once()
@@ -109,7 +109,6 @@ async def test_added_stream_interrupts_a_long_sleep() -> None:
     await asyncio.sleep(0.01)
     start = loop.time()
     pacer.add(near, pacer.start_time())
-    while near.at is None:
-        await asyncio.sleep(0.001)
+    await asyncio.wait_for(near.done.wait(), 2.0)
     assert near.at - start < 1.0
     await pacer.aclose()

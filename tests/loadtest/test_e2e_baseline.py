@@ -1,0 +1,236 @@
+"""Fake carriers over real sockets: against the baseline echo, and against a scripted gateway stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from loadtest.baseline import BaselineServer
+from loadtest.carriers import CallPlan, CallResult, Credentials, TelnyxApi, ToneBursts, place_call
+from loadtest.carriers.signing import telnyx_private_key, twilio_signature
+
+SEED = base64.b64encode(bytes(range(32))).decode()
+CREDS = Credentials(twilio_auth_token="test-token", telnyx_private_key=SEED)
+
+
+@pytest.fixture
+async def baseline() -> AsyncIterator[str]:
+    async with BaselineServer() as server:
+        yield server.url
+
+
+async def test_calls_against_baseline_return_audio_and_measure_latency(baseline: str) -> None:
+    plans = [
+        CallPlan(carrier="twilio", duration_s=2.0, dtmf=((0.3, "1"), (0.6, "#")), keep_audio=True),
+        CallPlan(carrier="twilio", duration_s=2.0, audio=ToneBursts(first_at_ms=200, period_ms=500)),
+        CallPlan(carrier="telnyx", duration_s=2.0),
+    ]
+    async with aiohttp.ClientSession() as session:
+        results = await asyncio.gather(*(place_call(session, baseline, p, credentials=CREDS) for p in plans))
+    for r in results:
+        assert r.errors == [] and not r.refused and r.http_status == 200
+        assert r.ended_by == "carrier" and r.call_id
+        assert r.frames_sent == 100
+        assert r.return_ratio >= 0.99
+        assert r.bursts_sent >= 1 and len(r.latency_ms) == r.bursts_sent and r.bursts_lost == 0
+        assert all(0 <= v < 500 for v in r.latency_ms)
+        assert len(r.lateness_ms) == r.frames_sent
+    assert results[0].dtmf_sent == 2
+    assert results[1].bursts_sent == 4
+    assert results[0].received_audio is not None and len(results[0].received_audio) == 16000
+
+
+async def test_run_load_and_report(baseline: str, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from loadtest.report import PLOTS, format_table, write_report
+    from loadtest.runner import LoadConfig, Progress, run_load
+
+    config = LoadConfig(
+        url=baseline, calls=4, ramp_s=0.2, duration_s=1.5, credentials=CREDS, sample_interval_s=0.25
+    )
+    seen: list[Progress] = []
+    report = await run_load(config, progress=seen.append)
+    assert report.placed == 4 and report.failed == 0 and report.refused == 0
+    assert report.return_ratio >= 0.99
+    assert report.latency.count == 4
+    assert seen and seen[-1].placed == 4
+    assert "return ratio" in format_table(report)
+    out = Path(str(tmp_path)) / "rep"
+    page = write_report(report, out)
+    data = orjson.loads((out / "report.json").read_bytes())
+    assert data["calls"] == {"placed": 4, "refused": 0, "failed": 0}
+    assert data["added_latency_ms"]["count"] == 4
+    assert page.read_text().count("<img") == len(PLOTS)
+    for name in PLOTS:
+        png = out / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.stat().st_size < 100_000
+
+
+class ScriptedGateway:
+    """Stands in for the gateway: verifies signatures, then plays a scripted mark/clear exchange."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.echoed_marks: list[str] = []
+        self.dtmf: list[str] = []
+        self.events: list[str] = []
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+        public = telnyx_private_key(SEED).public_key()
+        assert isinstance(public, Ed25519PublicKey)
+        self.public = public
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/twilio/voice", self.twilio_voice)
+        app.router.add_post("/telnyx/voice", self.telnyx_voice)
+        app.router.add_get("/twilio/media", self.media)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        return self.url
+
+    async def twilio_voice(self, request: web.Request) -> web.Response:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        expected = twilio_signature("test-token", str(request.url), form)
+        if request.headers.get("X-Twilio-Signature") != expected:
+            return web.Response(status=403)
+        if self.refuse:
+            return web.Response(text="<Response><Say>Not in service.</Say><Hangup/></Response>")
+        return web.Response(
+            text=f'<Response><Connect><Stream url="ws://{request.host}/twilio/media">'
+            '<Parameter name="call_id" value="c-1"/></Stream></Connect></Response>',
+            content_type="text/xml",
+        )
+
+    async def telnyx_voice(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        ts = request.headers["telnyx-timestamp"]
+        assert abs(int(ts) - time.time()) < 300
+        self.public.verify(
+            base64.b64decode(request.headers["telnyx-signature-ed25519"]), f"{ts}|".encode() + body
+        )
+        return web.Response(text="<Response><Say>Busy.</Say><Hangup/></Response>", content_type="text/xml")
+
+    async def media(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        sid = ""
+        tone = base64.b64encode(b"\x00" * 800).decode()  # 100 ms of loud audio
+        async for msg in ws:
+            data = orjson.loads(msg.data)
+            self.events.append(data["event"])
+            if data["event"] == "start":
+                sid = data["streamSid"]
+                send = ws.send_str
+                await send(
+                    orjson.dumps({"event": "mark", "streamSid": sid, "mark": {"name": "idle"}}).decode()
+                )
+                await send(
+                    orjson.dumps({"event": "media", "streamSid": sid, "media": {"payload": tone}}).decode()
+                )
+                await send(
+                    orjson.dumps({"event": "mark", "streamSid": sid, "mark": {"name": "played"}}).decode()
+                )
+            elif data["event"] == "mark":
+                name = data["mark"]["name"]
+                self.echoed_marks.append(name)
+                if name == "played":
+                    for _ in range(5):  # 500 ms queued, then barge-in
+                        await ws.send_str(
+                            orjson.dumps(
+                                {"event": "media", "streamSid": sid, "media": {"payload": tone}}
+                            ).decode()
+                        )
+                    await ws.send_str(
+                        orjson.dumps({"event": "mark", "streamSid": sid, "mark": {"name": "cut"}}).decode()
+                    )
+                    await ws.send_str(orjson.dumps({"event": "clear", "streamSid": sid}).decode())
+                if name == "cut":
+                    await ws.close()  # the gateway ends the call
+            elif data["event"] == "dtmf":
+                self.dtmf.append(data["dtmf"]["digit"])
+        return ws
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+async def test_marks_clear_and_gateway_hangup() -> None:
+    gw = ScriptedGateway()
+    await gw.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            plan = CallPlan(duration_s=5.0, hangup=False, dtmf=((0.0, "7"),), keep_audio=True)
+            r = await place_call(session, gw.url, plan, credentials=CREDS)
+    finally:
+        await gw.stop()
+    assert r.errors == []
+    assert gw.echoed_marks == ["idle", "played", "cut"]
+    assert (r.marks_received, r.marks_echoed_played, r.marks_echoed_cleared, r.clears_received) == (
+        3,
+        2,
+        1,
+        1,
+    )
+    assert r.ended_by == "gateway"
+    assert gw.dtmf == ["7"]
+    assert r.played_audio is not None and r.received_audio is not None
+    assert len(r.received_audio) == 4800 and len(r.played_audio) < len(r.received_audio)
+    assert r.bytes_cleared == len(r.received_audio) - len(r.played_audio)
+
+
+async def test_refusals_and_bad_credentials() -> None:
+    gw = ScriptedGateway(refuse=True)
+    await gw.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            refused = await place_call(session, gw.url, CallPlan(), credentials=CREDS)
+            telnyx = await place_call(session, gw.url, CallPlan(carrier="telnyx"), credentials=CREDS)
+            wrong = Credentials(twilio_auth_token="wrong")
+            forbidden = await place_call(session, gw.url, CallPlan(), credentials=wrong)
+    finally:
+        await gw.stop()
+    assert refused.refused and refused.refusal_text == "Not in service." and not refused.failed
+    assert telnyx.refused and telnyx.refusal_text == "Busy."
+    assert forbidden.failed and forbidden.http_status == 403
+
+
+async def test_telnyx_rest_hangup_ends_the_call(baseline: str) -> None:
+    async with TelnyxApi(api_key="k") as api, aiohttp.ClientSession() as session:
+        seen: list[CallResult] = []
+        call = asyncio.create_task(
+            place_call(
+                session,
+                baseline,
+                CallPlan(carrier="telnyx", duration_s=10.0, hangup=False),
+                credentials=CREDS,
+                telnyx_api=api,
+                on_placed=seen.append,
+            )
+        )
+        await asyncio.sleep(0.5)
+        assert seen[0].frames_sent >= 10
+        hangup = f"{api.base_url}/v2/calls/{seen[0].call_sid}/actions/hangup"
+        async with session.post(hangup, headers={"Authorization": "Bearer nope"}) as resp:
+            assert resp.status == 401
+        async with session.post(hangup, headers={"Authorization": "Bearer k"}) as resp:
+            assert resp.status == 200
+        result = await asyncio.wait_for(call, 5)
+        async with session.post(hangup, headers={"Authorization": "Bearer k"}) as resp:
+            assert resp.status == 422
+            assert (await resp.json())["errors"][0]["code"] == "90018"
+    assert result.ended_by == "gateway-rest" and result.errors == []
+    assert api.hangups == 1

@@ -1,0 +1,45 @@
+"""Stepped concurrency: stop at the first step that is not sustained; a late generator is flagged."""
+
+from __future__ import annotations
+
+from loadtest.carriers.plan import CallResult, Credentials
+from loadtest.runner import Criteria, LoadConfig, LoadReport, Timeline, run_steps
+from loadtest.stats import Summary
+
+
+def _report(config: LoadConfig, p99: float, ratio: float, lateness_p99: float = 0.5) -> LoadReport:
+    result = CallResult(carrier="twilio", call_sid="CA1", audio_s_sent=10.0, audio_s_received=10.0 * ratio)
+    return LoadReport(
+        config=config,
+        wall_s=1.0,
+        results=[result],
+        timeline=Timeline(),
+        latency=Summary(count=100, p50=p99 / 2, p95=p99, p99=p99, max=p99),
+        playout_latency=Summary(),
+        lateness=Summary(count=100, p99=lateness_p99, max=lateness_p99),
+        jitter_mean_ms=0.0,
+        jitter_max_ms=0.0,
+        latency_points=[],
+    )
+
+
+async def test_steps_stop_at_first_failure() -> None:
+    async def fake_run(config: LoadConfig) -> LoadReport:
+        return _report(config, p99=config.calls / 10, ratio=1.0 if config.calls < 300 else 0.99)
+
+    base = LoadConfig(url="http://x", calls=0, credentials=Credentials(twilio_auth_token="t"))
+    result = await run_steps(base, [50, 100, 200, 300, 400], run=fake_run)
+    assert [s.calls for s in result.steps] == [50, 100, 200, 300]
+    assert result.max_sustained == 200  # p99 of exactly 20 ms still counts as sustained
+    assert not result.steps[-1].sustained
+
+
+async def test_generator_lateness_makes_step_inconclusive() -> None:
+    async def fake_run(config: LoadConfig) -> LoadReport:
+        return _report(config, p99=5.0, ratio=1.0, lateness_p99=12.0)
+
+    base = LoadConfig(url="http://x", calls=0, credentials=Credentials(twilio_auth_token="t"))
+    result = await run_steps(base, [10, 20], criteria=Criteria(), run=fake_run)
+    (step,) = result.steps
+    assert step.generator_limited and not step.sustained
+    assert any("generator" in r for r in step.reasons)
