@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import soxr
 
-from providers.base import Audio, AudioFormat, ProviderEvent, ProviderSession
+from providers.base import Audio, AudioFormat, Mark, ProviderEvent, ProviderSession
 from providers.simulators.base import EnergyVad, Faults, SimulatorServer, tone_pcm16
 
 # --------------------------------------------------------------------------------------------
@@ -331,10 +331,14 @@ class ScriptedSession(ABC):
 
 
 class EventLog:
-    """Drains a ``ProviderSession``'s events into a list that callers can wait on."""
+    """Drains a ``ProviderSession``'s events into a list that callers can wait on.
 
-    def __init__(self, session: ProviderSession) -> None:
+    With ``echo_marks`` it also plays an instant carrier: every ``Mark`` is acknowledged at once.
+    """
+
+    def __init__(self, session: ProviderSession, echo_marks: bool = False) -> None:
         self.session = session
+        self.echo_marks = echo_marks
         self.events: list[ProviderEvent] = []
         self.ended = asyncio.Event()
         self._changed = asyncio.Condition()
@@ -343,6 +347,8 @@ class EventLog:
     async def _drain(self) -> None:
         try:
             async for event in self.session.events():
+                if self.echo_marks and isinstance(event, Mark):
+                    await self.session.on_mark(event.name)
                 async with self._changed:
                     self.events.append(event)
                     self._changed.notify_all()
