@@ -59,6 +59,7 @@ from routing.model import BreakerState, HealthStatus, HealthView, ProviderHealth
 _KINDS = frozenset(k.value for k in ErrorKind)
 _STATUS_RANK: dict[str, int] = {"healthy": 0, "degraded": 1, "down": 2}
 _LAST_ERROR_MAX = 200
+_NO_BUCKET = -(1 << 62)  # marks an empty slot; older than any real bucket index
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,7 @@ class _Window:
     def __init__(self, window_s: float, bucket_s: float) -> None:
         self._n = max(1, math.ceil(window_s / bucket_s))
         self._bucket_s = bucket_s
-        self._ids = [-1] * self._n
+        self._ids = [_NO_BUCKET] * self._n
         self._good = [0] * self._n
         self._bad = [0] * self._n
 
@@ -119,7 +120,7 @@ class _Window:
         return good, bad
 
     def clear(self) -> None:
-        self._ids = [-1] * self._n
+        self._ids = [_NO_BUCKET] * self._n
 
 
 class _Track:

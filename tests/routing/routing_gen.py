@@ -16,6 +16,7 @@ from routing.model import (
     ProviderHealth,
     RoutingSnapshot,
     Strategy,
+    StrategyName,
     WorkspaceProvider,
 )
 
@@ -116,7 +117,8 @@ def custom_configs(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def strategies(draw: st.DrawFn) -> Strategy | None:
-    name = draw(st.sampled_from(["auto", "cost_optimized", "quality_first", "specific", "custom", None]))
+    names: list[StrategyName | None] = ["auto", "cost_optimized", "quality_first", "specific", "custom", None]
+    name = draw(st.sampled_from(names))
     if name is None:
         return None
     config = draw(custom_configs()) if name == "custom" else {}

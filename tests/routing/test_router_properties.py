@@ -150,15 +150,15 @@ def test_order_obeys_strategy(snap: RoutingSnapshot) -> None:
     elif strategy.name == "quality_first":
         hs = [snap.health.get(n, REGION) for n in names]
         rank = {"healthy": 0, "degraded": 1}
-        keys = [
+        qkeys = [
             (rank[h.status], h.error_rate, h.latency_ms if h.latency_ms is not None else math.inf) for h in hs
         ]
-        assert keys == sorted(keys)
+        assert qkeys == sorted(qkeys)
     elif strategy.name == "auto":
         scores = [c.score for c in decision.candidates]
         assert all(s is not None for s in scores)
         assert scores == sorted(scores, reverse=True)  # type: ignore[type-var]
-        known = [c for n in names if (c := cost(snap, n)) is not None]
+        known = [k for n in names if (k := cost(snap, n)) is not None]
         cheapest = min(known) if known else None
         for c in decision.candidates:
             h = snap.health.get(c.provider, REGION)
