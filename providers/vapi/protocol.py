@@ -46,7 +46,7 @@ RESUME_FIRST_MESSAGE_MODE = "assistant-speaks-first-with-model-generated-message
 # socket ({"type": …}); a server-URL style wrapper {"message": {...}} is unwrapped too.
 MSG_TRANSCRIPT = "transcript"  # {role: user|assistant, transcriptType: partial|final, transcript}
 MSG_USER_INTERRUPTED = "user-interrupted"  # barge-in: flush the caller's buffered agent audio
-MSG_SPEECH_UPDATE = "speech-update"  # {status: started|stopped, role, turn}: informational
+MSG_SPEECH_UPDATE = "speech-update"  # {status: started|stopped, role, turn}: turn bookkeeping, ignored
 MSG_TOOL_CALLS = "tool-calls"  # {toolCallList: [{id, type: function, function: {name, arguments}}]}
 MSG_STATUS_UPDATE = "status-update"  # {status, endedReason?}; status "ended" = the call is over
 MSG_HANG = "hang"  # the assistant is slow to answer: a notice, not an error
@@ -141,7 +141,7 @@ class VapiDecoder:
         self._handlers: dict[str, Callable[[dict[str, Any]], list[ProviderEvent]]] = {
             MSG_TRANSCRIPT: self._transcript,
             MSG_USER_INTERRUPTED: lambda _m: [Interrupt("user_speech")],
-            MSG_SPEECH_UPDATE: self._speech_update,
+            MSG_SPEECH_UPDATE: lambda _m: [],
             MSG_TOOL_CALLS: self._tool_calls,
             MSG_STATUS_UPDATE: self._status_update,
             MSG_HANG: lambda m: [Notice("vapi_hang", {})],
@@ -168,9 +168,6 @@ class VapiDecoder:
         if role is None or not isinstance(text, str):
             return []
         return [Transcript(role, text, final=msg.get("transcriptType") != "partial")]  # type: ignore[arg-type]
-
-    def _speech_update(self, msg: dict[str, Any]) -> list[ProviderEvent]:
-        return [Notice("vapi_speech", {"status": msg.get("status"), "role": msg.get("role")})]
 
     def _tool_calls(self, msg: dict[str, Any]) -> list[ProviderEvent]:
         calls: list[ProviderEvent] = []
