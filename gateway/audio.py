@@ -142,7 +142,7 @@ class Transcoder:
         """``audio`` in ``dst`` format, or ``None`` while no output is available yet."""
         if self.is_passthrough:
             return audio
-        if audio.fmt != self.src:
+        if audio.fmt is not self.src and audio.fmt != self.src:
             raise ValueError(f"transcoder expects {self.src}, got {audio.fmt}")
         data = audio.raw
         if self._decode is not None:

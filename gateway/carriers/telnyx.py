@@ -144,11 +144,10 @@ class TelnyxStream:
             raise ProtocolViolation(CLOSE_MALFORMED, f"unexpected media track {clip(track)}")
         fmt = self.media_format
         assert fmt is not None  # set by start
-        if self._l16:
-            _, raw = decode_payload(media, 2)
-            audio = Audio(fmt, raw=l16be_to_pcm16(raw) if L16_BIG_ENDIAN else raw)
+        payload, raw = decode_payload(media, fmt.sample_width)
+        if self._l16 and L16_BIG_ENDIAN:
+            audio = Audio(fmt, raw=l16be_to_pcm16(raw))
         else:
-            payload, raw = decode_payload(media, 1)
             audio = Audio(fmt, raw=raw, b64=payload)
         chunk = optional_counter(media, "chunk")
         if chunk is not None:
@@ -196,7 +195,7 @@ class TelnyxStream:
 
     def media_message(self, audio: Audio) -> str:
         """``audio`` must be PCMU 8 kHz, at least ``MIN_OUTBOUND_MS`` long (sender's duty)."""
-        if audio.fmt != MULAW_8000:
+        if audio.fmt is not MULAW_8000 and audio.fmt != MULAW_8000:
             raise ValueError(f"our TeXML asks Telnyx for PCMU/8000 playback, got {audio.fmt}")
         return self._dumps({"event": "media", "media": {"payload": audio.b64}})
 

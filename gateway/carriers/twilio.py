@@ -159,7 +159,7 @@ class TwilioStream:
 
     def media_message(self, audio: Audio) -> str:
         """``audio`` must be mu-law 8 kHz; its base64 text is reused (no encode on passthrough)."""
-        if audio.fmt != MULAW_8000:
+        if audio.fmt is not MULAW_8000 and audio.fmt != MULAW_8000:
             raise ValueError(f"Twilio plays mulaw/8000 only, got {audio.fmt}")
         return orjson.dumps(
             {"event": "media", "streamSid": self._sid(), "media": {"payload": audio.b64}}

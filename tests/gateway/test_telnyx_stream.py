@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from gateway.audio import Transcoder, pcm16_to_alaw, pcm16_to_ulaw
+from gateway.carriers import telnyx as telnyx_codec
 from gateway.carriers.base import (
     CLOSE_BAD_PAYLOAD,
     CLOSE_MALFORMED,
@@ -263,3 +264,12 @@ def test_outbound_shapes_have_no_stream_id() -> None:
     assert stream.clear_message() == '{"event":"clear"}'
     with pytest.raises(ValueError, match="PCMU"):
         stream.media_message(Audio(PCM16_16000, raw=bytes(640)))
+
+
+def test_l16_byte_order_is_one_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(telnyx_codec, "L16_BIG_ENDIAN", False)
+    little = np.array([1, -2], dtype="<i2").tobytes()
+    frame = started("L16", 16000).receive(media(little))
+    assert isinstance(frame, Media)
+    assert frame.audio.raw == little
+    assert frame.audio.b64 == base64.b64encode(little).decode()
