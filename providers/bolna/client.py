@@ -48,6 +48,11 @@ class BolnaSession(WsProviderSession):
         self.usage.audio_in_ms += audio.duration_ms
         await self._send_str(self.codec.media(audio))
 
+    async def send_dtmf(self, digit: str) -> None:
+        message = self.codec.dtmf(digit)
+        if message is not None:
+            await self._send_str(message)
+
     async def on_mark(self, name: str) -> None:
         await self._send_str(self.codec.mark(name))
 

@@ -128,6 +128,15 @@ class TwilioDialect:
         }
         return orjson.dumps(msg).decode()
 
+    def dtmf(self, digit: str) -> str:
+        msg = {
+            "event": "dtmf",
+            "sequenceNumber": str(self._next_seq()),
+            "streamSid": self.stream_sid,
+            "dtmf": {"track": "inbound_track", "digit": digit},
+        }
+        return orjson.dumps(msg).decode()
+
     def stop(self) -> str:
         msg = {
             "event": "stop",
@@ -176,6 +185,9 @@ class WebDialect:
 
     def mark(self, name: str) -> str:
         return orjson.dumps({"type": "mark", "name": name}).decode()
+
+    def dtmf(self, digit: str) -> str | None:
+        return None  # the web dialect has no keypad input
 
     def stop(self) -> str | None:
         return None  # web clients just close

@@ -26,7 +26,13 @@ from aiohttp import WSMsgType, web
 from providers.base import MULAW_8000, AudioFormat
 from providers.bolna import protocol
 from providers.simulators.base import SimulatorServer
-from providers.simulators.scripted_agent import Script, ScriptedSession, SessionRecord, to_pcm16
+from providers.simulators.scripted_agent import (
+    ABNORMAL_CLOSE,
+    Script,
+    ScriptedSession,
+    SessionRecord,
+    to_pcm16,
+)
 
 CLOSE_INTERNAL = 1011
 HANGUP_MARK_GRACE_S = 3.0  # how long past the farewell's play-out we wait for its final mark
@@ -75,6 +81,7 @@ class BolnaSimulator(SimulatorServer):
             if agent.dialect == "twilio"
             else _WebSession(self, ws, record, agent)
         )
+        session.transport = request.transport
         try:
             await session.serve()
         except _Malformed as exc:
@@ -182,6 +189,8 @@ class _BolnaSession(ScriptedSession):
         await self.ws.close(code=CLOSE_INTERNAL, message=b"internal error")
 
     async def drop(self, code: int | None) -> None:
+        if code == ABNORMAL_CLOSE and self.abort_connection():
+            return
         await self.ws.close(code=code or CLOSE_INTERNAL)
 
 
@@ -223,6 +232,11 @@ class _TwilioSession(_BolnaSession):
         if event == "mark":
             mark = packet.get("mark")
             self.heard_mark(mark.get("name") if isinstance(mark, dict) else None)
+            return True
+        if event == "dtmf":
+            dtmf = packet.get("dtmf")
+            if not isinstance(dtmf, dict) or not isinstance(dtmf.get("digit"), str):
+                raise _Malformed("dtmf without dtmf.digit")
             return True
         if event == "stop":
             self.record.ended_by = "client"

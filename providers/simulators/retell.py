@@ -20,7 +20,13 @@ from aiohttp import WSMsgType, web
 from providers.base import AudioFormat
 from providers.retell import protocol
 from providers.simulators.base import SimulatorServer
-from providers.simulators.scripted_agent import Script, ScriptedSession, SessionRecord, to_pcm16
+from providers.simulators.scripted_agent import (
+    ABNORMAL_CLOSE,
+    Script,
+    ScriptedSession,
+    SessionRecord,
+    to_pcm16,
+)
 
 CLOSE_UNSUPPORTED = 1003  # a text frame other than "ping"
 CLOSE_BAD_AUDIO = 1007  # odd-length s16le frame
@@ -87,6 +93,7 @@ class RetellSimulator(SimulatorServer):
         await ws.prepare(request)
         fmt = AudioFormat(_ENCODINGS[registration["audio_encoding"]], registration["sample_rate"])  # type: ignore[arg-type]
         session = _RetellSession(self, ws, fmt, updates=request.query.get("enable_update") == "true")
+        session.transport = request.transport
         session.record.handshake = {"register": registration, "query": dict(request.query)}
         self.records.append(session.record)
         if registration["audio_websocket_protocol"] != "web":
@@ -188,4 +195,6 @@ class _RetellSession(ScriptedSession):
         await self.ws.close(code=CLOSE_INTERNAL, message=b"internal server error")
 
     async def drop(self, code: int | None) -> None:
+        if code == ABNORMAL_CLOSE and self.abort_connection():
+            return
         await self.ws.close(code=code or CLOSE_INTERNAL, message=b"")

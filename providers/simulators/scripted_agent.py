@@ -112,6 +112,9 @@ def dominant_frequency(data: bytes, fmt: AudioFormat) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+ABNORMAL_CLOSE = 1006  # never sent in a close frame: ``close_code=1006`` drops the TCP connection
+
+
 @dataclass(slots=True)
 class Script:
     """What the simulated agent does; tests change it on ``simulator.script``."""
@@ -171,6 +174,7 @@ class ScriptedSession(ABC):
         self._speech_task: asyncio.Task[None] | None = None
         self._timers: list[asyncio.Task[None]] = []
         self.ended = False
+        self.transport: asyncio.Transport | None = None  # set by the simulator for hard drops
 
     # -- provider hooks --------------------------------------------------------------------------
     @abstractmethod
@@ -232,6 +236,13 @@ class ScriptedSession(ABC):
         for t in self._timers:
             t.cancel()
         self.sim.sessions_active -= 1
+
+    def abort_connection(self) -> bool:
+        """Drop the TCP connection without a close frame (what a crashed provider looks like)."""
+        if self.transport is None:
+            return False
+        self.transport.abort()
+        return True
 
     @property
     def speaking(self) -> bool:

@@ -20,7 +20,13 @@ from aiohttp import WSMsgType, web
 
 from providers.base import AudioFormat
 from providers.simulators.base import SimulatorServer
-from providers.simulators.scripted_agent import Script, ScriptedSession, SessionRecord, to_pcm16
+from providers.simulators.scripted_agent import (
+    ABNORMAL_CLOSE,
+    Script,
+    ScriptedSession,
+    SessionRecord,
+    to_pcm16,
+)
 from providers.vapi import protocol
 
 CLOSE_INVALID_JSON = 1007  # UNVERIFIED: what Vapi does with a malformed text frame
@@ -278,4 +284,6 @@ class _VapiSession(ScriptedSession):
         await self.ws.close(code=CLOSE_INTERNAL)
 
     async def drop(self, code: int | None) -> None:
+        if code == ABNORMAL_CLOSE and self.abort_connection():
+            return
         await self.ws.close(code=code or CLOSE_INTERNAL)

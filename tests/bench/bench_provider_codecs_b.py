@@ -67,7 +67,7 @@ async def main(frames: int) -> None:
     )
 
     async def retell_decode() -> None:
-        _ = retell._on_binary(mulaw)[0].audio.b64  # the carrier wants base64
+        _ = retell._on_binary(mulaw)[0].audio.b64  # type: ignore[union-attr]  # the carrier wants base64
 
     await rate("retell  decode (binary → AudioOut → b64)", frames, retell_decode)
     await rate("retell  decode (text 'clear')", frames, lambda: retell._on_text("clear"))
@@ -80,7 +80,7 @@ async def main(frames: int) -> None:
     )
 
     async def vapi_decode() -> None:
-        _ = vapi._on_binary(mulaw)[0].audio.b64
+        _ = vapi._on_binary(mulaw)[0].audio.b64  # type: ignore[union-attr]
 
     await rate("vapi    decode (binary → AudioOut → b64)", frames, vapi_decode)
     transcript = orjson.dumps(

@@ -330,3 +330,26 @@ async def test_strict_simulator_rejects_malformed_input(
             msg = await ws.receive()
         assert msg.data == 1011
     assert sim.records[0].violations
+
+
+async def test_tcp_drop_without_close_frame(sim: BolnaSimulator, http: aiohttp.ClientSession) -> None:
+    sim.faults.close_after_s = 0.1
+    sim.faults.close_code = 1006
+    session = await client.connect(ctx_for(sim, http))
+    log = EventLog(session, echo_marks=True)
+    failure = await log.wait_for(lambda e: isinstance(e, Failure))
+    assert isinstance(failure, Failure) and failure.kind is ErrorKind.PROVIDER_DOWN
+    await asyncio.wait_for(log.ended.wait(), 1)
+    await session.close()
+
+
+async def test_dtmf_in_twilio_dialect(sim: BolnaSimulator, http: aiohttp.ClientSession) -> None:
+    session = await client.connect(ctx_for(sim, http))
+    try:
+        await session.send_dtmf("7")
+        await asyncio.sleep(0.05)
+        dtmf = [m for m in sim.records[0].messages if m.get("event") == "dtmf"]
+        assert dtmf and dtmf[0]["dtmf"] == {"track": "inbound_track", "digit": "7"}
+        assert not sim.records[0].violations
+    finally:
+        await session.close()

@@ -62,6 +62,14 @@ def audio_of(log: EventLog, after: int = 0) -> bytes:
     return b"".join(e.audio.raw for e in log.events[after:] if isinstance(e, AudioOut))
 
 
+async def settle(log: EventLog, quiet_s: float = 0.25) -> None:
+    """Wait until no event arrived for ``quiet_s`` (all audio of the turn is in)."""
+    seen = -1
+    while seen != len(log.events):
+        seen = len(log.events)
+        await asyncio.sleep(quiet_s)
+
+
 async def test_registers_call_and_streams_mulaw(sim: RetellSimulator, http: aiohttp.ClientSession) -> None:
     history = [Transcript("user", "hi"), Transcript("agent", "hello")]
     session = await client.connect(ctx_for(sim, http, history=history))
@@ -93,7 +101,7 @@ async def test_greeting_first(sim: RetellSimulator, http: aiohttp.ClientSession)
     log = EventLog(session)
     try:
         await log.wait_for(lambda e: isinstance(e, Transcript) and e.role == "agent" and e.text == "greeting")
-        await asyncio.sleep(0.2)
+        await settle(log)
         greeting = audio_of(log)
         assert abs(len(greeting) - MULAW_8000.bytes_for_ms(400)) <= 160
         assert abs(dominant_frequency(greeting, MULAW_8000) - 440) < 20
@@ -112,7 +120,7 @@ async def test_caller_first_echo_and_transcripts(sim: RetellSimulator, http: aio
         assert not log.of_type(AudioOut)
         await say(session, utterance_frames(700, 600, MULAW_8000), MULAW_8000)
         await log.wait_for(lambda e: isinstance(e, Transcript) and e.text == "echo 1")
-        await asyncio.sleep(0.3)
+        await settle(log)
         echo = audio_of(log)
         assert abs(dominant_frequency(echo, MULAW_8000) - 700) < 20
         assert 500 <= MULAW_8000.ms_for_bytes(len(echo)) <= 800
@@ -134,7 +142,7 @@ async def test_barge_in_clears_and_no_stale_audio(sim: RetellSimulator, http: ai
         interrupt = await log.wait_for(lambda e: isinstance(e, Interrupt))
         cut = log.events.index(interrupt)
         await log.wait_for(lambda e: isinstance(e, Transcript) and e.text == "echo 1")
-        await asyncio.sleep(0.3)
+        await settle(log)
         after = [e.audio.raw for e in log.events[cut:] if isinstance(e, AudioOut)]
         assert after, "the echo should follow the interruption"
         assert all(abs(dominant_frequency(chunk, MULAW_8000) - 900) < 30 for chunk in after)
@@ -290,3 +298,14 @@ async def test_strict_simulator_rejects_malformed_input(
     with pytest.raises(aiohttp.WSServerHandshakeError) as err:
         await http.ws_connect(f"{sim.ws_url}/audio-websocket/{call_id}")
     assert err.value.status == 404
+
+
+async def test_tcp_drop_without_close_frame(sim: RetellSimulator, http: aiohttp.ClientSession) -> None:
+    sim.faults.close_after_s = 0.1
+    sim.faults.close_code = 1006
+    session = await client.connect(ctx_for(sim, http))
+    log = EventLog(session)
+    failure = await log.wait_for(lambda e: isinstance(e, Failure))
+    assert isinstance(failure, Failure) and failure.kind is ErrorKind.PROVIDER_DOWN
+    await asyncio.wait_for(log.ended.wait(), 1)
+    await session.close()
