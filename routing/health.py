@@ -34,15 +34,23 @@ lease (``trial_timeout_s``, 15 s, after which an unreported trial is granted aga
 caller is refused, so concurrent calls don't pile onto a recovering provider. A good outcome
 closes it and clears the window; a bad outcome re-opens it for another cooldown.
 
-Sharing between gateway processes (``provider_health_status``): ``to_rows`` publishes only this
-process's own evidence, with ``last_check`` = wall time of the latest observation and the breaker
-state/``open_until`` in ``details``. ``merge_rows`` adopts other processes' rows as *floors*: a
-remote ``down``/breaker-open row makes the provider ``down`` here until its ``open_until`` (or, if
-absent, ``last_check + remote_ttl_s``); a remote ``degraded`` row makes it at least ``degraded``
-until ``last_check + remote_ttl_s``; a remote ``healthy`` row clears that node's floor. A floor
-applies only while it is newer than our own latest observation of that provider and region: our
-own fresher evidence wins. Rows carrying our own ``node`` id are ignored. Floors never change our
-own breaker and are never re-published, so they cannot echo between processes.
+Sharing between gateway processes (``provider_health_status``, one row per provider and region
+for the whole platform): the rule throughout is *the newest evidence wins*.
+
+- ``to_rows`` publishes only this process's own evidence, with ``last_check`` = wall time of its
+  latest observation (not of the write) and ``node``, ``breaker`` and ``open_until`` (wall
+  seconds, while open) in ``details``. The writer should upsert a row only when its
+  ``last_check`` is >= the stored one, so an older view never overwrites a newer one.
+- ``merge_rows`` keeps, per provider and region, the newest foreign row as a *floor*: a
+  ``down``/breaker-open row makes the provider ``down`` here until its ``open_until`` (or, if
+  absent, ``last_check + remote_ttl_s``); a ``degraded`` row makes it at least ``degraded`` until
+  ``last_check + remote_ttl_s``; a ``healthy`` row clears the floor.
+- A floor applies only while it is newer than our own latest observation of that provider and
+  region, so our own fresher evidence wins over it. Rows carrying our own ``node`` id are ignored.
+  Floors never change our own breaker and are never re-published, so they cannot echo.
+
+Only outcomes and latencies count as observations; a ``config`` error or a workspace-key
+``auth``/``quota`` error says nothing about the provider and leaves ``last_check`` alone.
 """
 
 from __future__ import annotations
@@ -180,7 +188,7 @@ class HealthBoard:
         self.policy = policy or HealthPolicy()
         self.node_id = node_id
         self._tracks: dict[tuple[str, str], _Track] = {}
-        self._floors: dict[tuple[str, str], dict[str, _Floor]] = {}
+        self._floors: dict[tuple[str, str], _Floor] = {}
 
     # ---------------------------------------------------------------- observations
 
@@ -214,13 +222,14 @@ class HealthBoard:
         if kind not in _KINDS:
             raise ValueError(f"unknown error kind {kind!r} (expected one of {sorted(_KINDS)})")
         kind = str(kind)
-        track = self._track(provider, region, now)
-        self._note_error(track, f"{kind}: {message}" if message else kind, now)
         immediate = kind in self.policy.immediate_trip_kinds
-        if kind in self.policy.uncounted_kinds or (immediate and key_source == "workspace"):
+        counted = kind not in self.policy.uncounted_kinds and not (immediate and key_source == "workspace")
+        track = self._track(provider, region, now, evidence=counted)
+        self._note_error(track, f"{kind}: {message}" if message else kind, now)
+        if counted:
+            self._bad(track, now, immediate=immediate)
+        else:
             self._release(track)
-            return
-        self._bad(track, now, immediate=immediate)
 
     # ---------------------------------------------------------------- half-open trials
 
@@ -231,7 +240,7 @@ class HealthBoard:
         reports an outcome (or its lease of ``trial_timeout_s`` lapses); False when open or when a
         remote floor says down.
         """
-        if self._remote_down(provider, region, now) is not None:
+        if self._remote_down(provider, region, now):
             return False
         track = self._tracks.get((provider, region))
         if track is None:
@@ -321,30 +330,29 @@ class HealthBoard:
             parsed = self._parse_row(row, now, now_wall_s)
             if parsed is None:
                 continue
-            key, node, floor = parsed
-            floors = self._floors.setdefault(key, {})
-            previous = floors.get(node)
-            if previous is not None and previous.observed_at > floor.observed_at:
-                continue
+            key, floor = parsed
+            previous = self._floors.get(key)
+            if previous is not None and _floor_rank(previous) >= _floor_rank(floor):
+                continue  # older evidence, or as new but no worse
             if floor.status == "healthy" or floor.expires_at <= now:
-                floors.pop(node, None)
+                self._floors.pop(key, None)
             else:
-                floors[node] = floor
+                self._floors[key] = floor
                 adopted += 1
-            if not floors:
-                del self._floors[key]
-        self._prune_floors(now)
+        for key in [k for k, f in self._floors.items() if f.expires_at <= now]:
+            del self._floors[key]
         return adopted
 
     # ---------------------------------------------------------------- internals
 
-    def _track(self, provider: str, region: str, now: float) -> _Track:
+    def _track(self, provider: str, region: str, now: float, evidence: bool = True) -> _Track:
         key = (provider, region)
         track = self._tracks.get(key)
         if track is None:
             track = self._tracks[key] = _Track(self.policy)
         track.tick(now)
-        track.last_observed = now
+        if evidence:
+            track.last_observed = now
         return track
 
     def _ewma(self, current: float | None, sample: float) -> float:
@@ -400,27 +408,23 @@ class HealthBoard:
             return "degraded"
         return "healthy"
 
-    def _applicable_floors(self, key: tuple[str, str], now: float) -> list[_Floor]:
-        floors = self._floors.get(key)
-        if not floors:
-            return []
+    def _floor(self, key: tuple[str, str], now: float) -> _Floor | None:
+        """The foreign row in force: unexpired and newer than our own latest observation."""
+        floor = self._floors.get(key)
+        if floor is None or floor.expires_at <= now:
+            return None
         track = self._tracks.get(key)
-        own_latest = track.last_observed if track is not None else None
-        return [
-            f
-            for f in floors.values()
-            if f.expires_at > now and (own_latest is None or f.observed_at > own_latest)
-        ]
+        if track is not None and track.last_observed is not None and track.last_observed >= floor.observed_at:
+            return None
+        return floor
 
-    def _remote_down(self, provider: str, region: str, now: float) -> _Floor | None:
-        for floor in self._applicable_floors((provider, region), now):
-            if floor.status == "down" or floor.breaker_open:
-                return floor
-        return None
+    def _remote_down(self, provider: str, region: str, now: float) -> bool:
+        floor = self._floor((provider, region), now)
+        return floor is not None and (floor.status == "down" or floor.breaker_open)
 
     def _health(self, key: tuple[str, str], now: float) -> ProviderHealth:
         track = self._tracks.get(key)
-        floors = self._applicable_floors(key, now)
+        floor = self._floor(key, now)
         if track is not None:
             track.tick(now)
             good, bad = track.window.counts(now)
@@ -439,15 +443,14 @@ class HealthBoard:
             latency = first_audio = idle = None
             last_error, trial_busy = None, False
         source: str = "local"
-        for floor in floors:
+        if floor is not None:
             if floor.breaker_open and breaker != "open":
                 breaker, source = "open", "remote"
             if _STATUS_RANK[floor.status] > _STATUS_RANK[status]:
                 status, source = floor.status, "remote"
                 last_error = floor.last_error or last_error
-            if samples == 0 and latency is None:
-                error_rate = max(error_rate, floor.error_rate)
-                latency = floor.latency_ms if latency is None else max(latency, floor.latency_ms or 0.0)
+            if samples == 0 and latency is None:  # no evidence of our own: show theirs
+                error_rate, latency = floor.error_rate, floor.latency_ms
         if breaker == "open":
             status = "down"
         return ProviderHealth(
@@ -465,7 +468,7 @@ class HealthBoard:
 
     def _parse_row(
         self, row: Mapping[str, Any], now: float, now_wall_s: int
-    ) -> tuple[tuple[str, str], str, _Floor] | None:
+    ) -> tuple[tuple[str, str], _Floor] | None:
         try:
             provider, region, status = str(row["provider"]), str(row["region"]), row["status"]
             last_check = float(row["last_check"])
@@ -498,15 +501,12 @@ class HealthBoard:
             latency_ms=latency,
             last_error=f"{node}: {last_error}" if isinstance(last_error, str) else None,
         )
-        return (provider, region), node, floor
+        return (provider, region), floor
 
-    def _prune_floors(self, now: float) -> None:
-        for key in list(self._floors):
-            live = {n: f for n, f in self._floors[key].items() if f.expires_at > now}
-            if live:
-                self._floors[key] = live
-            else:
-                del self._floors[key]
+
+def _floor_rank(floor: _Floor) -> tuple[float, int]:
+    """Newer evidence first; at equal age the worse status."""
+    return (floor.observed_at, _STATUS_RANK[floor.status] + floor.breaker_open)
 
 
 def _rate(good: int, bad: int) -> float:

@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from providers.base import ErrorKind
 from routing.health import HealthBoard, HealthPolicy
@@ -253,7 +255,7 @@ def test_merge_ignores_own_stale_and_malformed_rows() -> None:
     assert b.view(10.0).get(P, R).status == "healthy"
 
 
-def test_a_nodes_newer_healthy_row_clears_its_floor_but_not_other_nodes() -> None:
+def test_newest_row_wins_and_ties_keep_the_worse() -> None:
     b = board("node-z")
 
     def row(node: str, status: str, at: int) -> dict[str, object]:
@@ -261,10 +263,22 @@ def test_a_nodes_newer_healthy_row_clears_its_floor_but_not_other_nodes() -> Non
 
     b.merge_rows([row("a", "down", 1000), row("c", "degraded", 1000)], now=10.0, now_wall_s=1000)
     assert b.view(10.0).get(P, R).status == "down"
-    b.merge_rows([row("a", "healthy", 999)], now=10.0, now_wall_s=1000)  # older: ignored
+    b.merge_rows([row("c", "healthy", 999)], now=10.0, now_wall_s=1000)  # older: ignored
     assert b.view(10.0).get(P, R).status == "down"
-    b.merge_rows([row("a", "healthy", 1001)], now=11.0, now_wall_s=1001)
-    assert b.view(11.0).get(P, R).status == "degraded"  # node c's floor remains
+    b.merge_rows([row("c", "degraded", 1001)], now=11.0, now_wall_s=1001)
+    assert b.view(11.0).get(P, R).status == "degraded"
+    b.merge_rows([row("a", "healthy", 1002)], now=12.0, now_wall_s=1002)
+    assert b.view(12.0).get(P, R).status == "healthy"
+
+
+def test_unreported_errors_are_not_evidence() -> None:
+    b = board()
+    b.observe_error(P, R, "config", now=1.0)
+    b.observe_error(P, R, "auth", now=1.0, key_source="workspace")
+    assert b.to_rows(now_wall_s=1000, now=1.0) == []
+    row = {"provider": P, "region": R, "status": "down", "last_check": 999, "details": {"node": "a"}}
+    b.merge_rows([row], now=2.0, now_wall_s=1000)
+    assert b.view(2.0).get(P, R).status == "down"
 
 
 def test_remote_numbers_fill_in_when_we_have_no_evidence() -> None:
@@ -312,3 +326,42 @@ def test_as_json_lists_every_provider_and_region() -> None:
         "auth: bad key",
     )
     json.dumps(body)
+
+
+# ------------------------------------------------------------------ random sequences
+
+_EVENTS = st.tuples(
+    st.sampled_from(
+        ["connect", "success", "drop", "retryable", "timeout", "provider_down", "auth", "config"]
+    ),
+    st.floats(min_value=0.0, max_value=0.7),  # time step
+    st.integers(0, 3),  # concurrent try_acquire_trial calls after the event
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_EVENTS, max_size=60))
+def test_breaker_invariants_over_random_sequences(events: list[tuple[str, float, int]]) -> None:
+    b = board()
+    now = 0.0
+    for kind, step, callers in events:
+        now += step
+        before = b.view(now).get(P, R).breaker
+        if kind == "connect":
+            b.observe_connect(P, R, 100.0, now)
+        elif kind == "success":
+            b.observe_success(P, R, now)
+        elif kind == "drop":
+            b.observe_drop(P, R, now)
+        else:
+            b.observe_error(P, R, kind, now)
+        h = b.view(now).get(P, R)
+        assert 0.0 <= h.error_rate <= 1.0
+        assert (h.status == "down") == (h.breaker == "open")
+        if before == "closed" and h.breaker == "open" and kind != "auth":  # tripped by the rate rule
+            assert h.samples >= POLICY.min_samples and h.error_rate >= POLICY.trip_error_rate
+        grants = [b.try_acquire_trial(P, R, now) for _ in range(callers)]
+        if h.breaker == "closed":
+            assert all(grants)
+        else:
+            assert sum(grants) <= 1

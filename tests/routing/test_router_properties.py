@@ -16,7 +16,7 @@ from providers.registry import KNOWN_PROVIDERS
 from routing.model import KEYLESS_PROVIDERS, CallContext, RoutingSnapshot, Strategy
 from routing.router import UNRANKED_PRIORITY, auto_score, route
 
-SETTINGS = settings(max_examples=150, deadline=None)
+SETTINGS = settings(max_examples=120, deadline=None)
 _DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
