@@ -170,6 +170,7 @@ class DeepgramCodec:
         self.usage = usage
         self.outbox: list[str] = []
         self.turn = 0
+        self.item_id = "agent-0"  # Deepgram has no item ids: one per agent turn, for playback tracking
         self.agent_audio_since_user = False
         self.finished = False  # a Failure or Hangup was already reported
 
@@ -178,7 +179,7 @@ class DeepgramCodec:
         audio = Audio(self.output_format, raw=data)
         self.usage.audio_out_ms += audio.duration_ms
         self.agent_audio_since_user = True
-        return AudioOut(audio, f"agent-{self.turn}")
+        return AudioOut(audio, self.item_id)
 
     def text(self, data: str | bytes) -> Sequence[ProviderEvent]:
         try:
@@ -193,6 +194,7 @@ class DeepgramCodec:
             return ()
         if kind == "AgentStartedSpeaking":
             self.turn += 1
+            self.item_id = f"agent-{self.turn}"
             return ()
         if kind == "ConversationText":
             text = str(message.get("content", ""))
