@@ -84,5 +84,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--telnyx-private-key", help="base64 Ed25519 seed; default: $VOICEGW_TELNYX_PRIVATE_KEY")
     p.add_argument("--telnyx-api-port", type=int, default=0, help="port of the fake Telnyx REST API")
     p.add_argument("--telnyx-encoding", choices=("PCMU", "PCMA", "L16"), default="PCMU")
-    p.add_argument("--tick-ms", type=float, default=1.0, help="pacer grid (ms); calls share wake-ups")
+    p.add_argument("--tick-ms", type=float, default=2.0, help="pacer grid (ms); calls share wake-ups")
     p.set_defaults(func=_cmd)

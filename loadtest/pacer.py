@@ -49,7 +49,7 @@ class Pacer:
     """Drives many :class:`PacedStream`s from one task; starts on the first ``add`` and idles when empty."""
 
     def __init__(
-        self, tick_s: float = 0.001, clock: Clock = time.monotonic, sleep: Sleep = _loop_sleep
+        self, tick_s: float = 0.002, clock: Clock = time.monotonic, sleep: Sleep = _loop_sleep
     ) -> None:
         self.tick_s = tick_s
         self.clock = clock
@@ -86,8 +86,12 @@ class Pacer:
                 continue
             self.wakeups += 1
             now = clock()
+            # Pop the whole batch first: a stream that is behind sends one frame per batch, and the
+            # loop gets control back between batches, so replies are read even while catching up.
+            ready = []
             while heap and heap[0][0] <= now:
-                due, seq, stream = heapq.heappop(heap)
+                ready.append(heapq.heappop(heap))
+            for due, seq, stream in ready:
                 try:
                     next_due = await stream.on_due(due)
                 except Exception:
@@ -96,6 +100,8 @@ class Pacer:
                     continue
                 if next_due is not None:
                     heapq.heappush(heap, (next_due, seq, stream))
+            if heap and heap[0][0] <= clock():
+                await asyncio.sleep(0)
 
     async def join(self) -> None:
         """Waits until every stream has finished (the ticker goes idle)."""

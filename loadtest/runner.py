@@ -44,7 +44,7 @@ class LoadConfig:
     telnyx_api_port: int = 0
     telnyx_encoding: Encoding = "PCMU"
     audio: AudioSource = field(default_factory=ToneBursts)
-    tick_s: float = 0.001
+    tick_s: float = 0.002
     sample_interval_s: float = 1.0
     drain_s: float = 0.5
 

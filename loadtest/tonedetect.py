@@ -43,6 +43,16 @@ class ToneOnsetDetector:
         """Samples consumed so far."""
         return self._position
 
+    def skip_silence(self, n: int) -> bool:
+        """Consumes ``n`` samples of digital silence without demodulating, when that changes nothing.
+
+        Returns False (nothing consumed) while a burst is active or still in the window; then ``feed``.
+        """
+        if self._active or not self._history_quiet:
+            return False
+        self._position += n
+        return True
+
     def feed(self, samples: np.ndarray) -> list[float]:
         """Consumes ``samples``; returns onset positions (fractional stream sample index) found in them."""
         n = len(samples)

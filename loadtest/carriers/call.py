@@ -19,7 +19,7 @@ from loadtest.carriers.markup import MarkupError, Refusal, StreamTarget, parse_a
 from loadtest.carriers.plan import CallPlan, CallResult, Credentials, EndedBy
 from loadtest.carriers.signing import telnyx_private_key, telnyx_signature, twilio_signature
 from loadtest.carriers.wire import ClearOut, MarkOut, ProtocolViolation, TelnyxWire, TwilioWire
-from loadtest.codec import Encoding, bytes_per_second, decode_to_float
+from loadtest.codec import Encoding, bytes_per_second, decode_to_float, silence
 from loadtest.pacer import Pacer, default_pacer
 from loadtest.playout import PlayoutBuffer
 from loadtest.tonedetect import ToneOnsetDetector
@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 FRAME_S = FRAME_MS / 1000
 _JITTER_GAIN = 1 / 16  # RFC 3550 interarrival-jitter smoothing
+
+
+ONSET_SLACK_S = 0.002
 
 
 class _Chunk(NamedTuple):
@@ -240,6 +243,9 @@ class _Call:
             self._detector = ToneOnsetDetector(tone.freq_hz, out_rate, tone.amplitude)
             # A returned onset is matched to a burst sent at most this long before it arrived.
             self._match_window = 0.9 * tone.period_ms / 1000
+        # Most returned frames of an echo are digital silence; spotting them by bytes skips all maths.
+        self._bytes_per_sample = 2 if out_encoding == "L16" else 1
+        self._silent_frame = silence(out_encoding, out_rate * FRAME_MS // 1000)
         self._sent_bursts: deque[float] = deque()
         self._chunks: deque[_Chunk] = deque(maxlen=16)
         self._last_arrival: float | None = None
@@ -409,6 +415,8 @@ class _Call:
         detector = self._detector
         if detector is None:
             return
+        if audio == self._silent_frame and detector.skip_silence(len(audio) // self._bytes_per_sample):
+            return
         self._chunks.append(_Chunk(detector.position, now, play_start))
         for onset in detector.feed(decode_to_float(audio, self._out_encoding)):
             self._match_onset(onset)
@@ -416,8 +424,11 @@ class _Call:
     def _match_onset(self, onset: float) -> None:
         """Pairs a returned burst onset with the oldest unanswered sent burst (within the match window)."""
         chunk = self._chunks[0]
+        # A codec change (e.g. A-law in, μ-law back) can move the estimated onset a fraction of a
+        # millisecond before the burst's first sample: that still belongs to the burst's chunk.
+        onset_with_slack = onset + self._out_rate * ONSET_SLACK_S
         for candidate in reversed(self._chunks):
-            if candidate.position <= onset:
+            if candidate.position <= onset_with_slack:
                 chunk = candidate
                 break
         result = self._result

@@ -93,3 +93,18 @@ def test_ignores_silence_other_tones_and_noise() -> None:
 def test_one_onset_per_burst_even_with_gain_change() -> None:
     quieter = _signal(ONSETS_MS, 3000) * 0.6
     assert len(_detect(quieter)) == len(ONSETS_MS)
+
+
+def test_skipping_silence_gives_the_same_onsets() -> None:
+    signal = _signal(ONSETS_MS, 3000)
+    det = ToneOnsetDetector(1000.0, RATE, AMP)
+    found: list[float] = []
+    skipped = 0
+    for i in range(0, len(signal), 160):
+        frame = signal[i : i + 160]
+        if not frame.any() and det.skip_silence(len(frame)):
+            skipped += 1
+            continue
+        found += det.feed(frame.astype(np.float32))
+    assert skipped > 100
+    assert found == _detect(signal)
