@@ -479,8 +479,11 @@ class HealthBoard:
             latency = float(row["avg_latency"]) if row.get("avg_latency") is not None else None
         except (KeyError, TypeError, ValueError):
             return None
-        if status not in _STATUS_RANK:
+        if status not in _STATUS_RANK or not math.isfinite(last_check):
             return None
+        error_rate = min(1.0, max(0.0, error_rate)) if math.isfinite(error_rate) else 0.0
+        if latency is not None and not (math.isfinite(latency) and latency >= 0):
+            latency = None
         node = str(details.get("node", "unknown"))
         if node == self.node_id:
             return None

@@ -250,6 +250,7 @@ def test_merge_ignores_own_stale_and_malformed_rows() -> None:
         {"provider": P, "status": "down", "last_check": 1000},
         {"provider": P, "region": R, "status": "down", "last_check": "soon"},
         {"provider": P, "region": R, "status": "down", "last_check": 1000, "details": "{not json"},
+        {"provider": P, "region": R, "status": "down", "last_check": float("nan")},
     ]
     assert b.merge_rows(rows, now=10.0, now_wall_s=1000) == 0
     assert b.view(10.0).get(P, R).status == "healthy"
@@ -295,6 +296,10 @@ def test_remote_numbers_fill_in_when_we_have_no_evidence() -> None:
     b.merge_rows([row], now=10.0, now_wall_s=1000)
     h = b.view(10.0).get(P, R)
     assert (h.error_rate, h.latency_ms, h.samples) == (0.3, 450.0, 0)
+    odd = {**row, "last_check": 1001, "error_rate": float("nan"), "avg_latency": -5}
+    b.merge_rows([odd], now=11.0, now_wall_s=1001)
+    h = b.view(11.0).get(P, R)
+    assert (h.status, h.error_rate, h.latency_ms) == ("degraded", 0.0, None)
 
 
 # ------------------------------------------------------------------ JSON view
