@@ -19,9 +19,9 @@ from storage.models import dump_json
 CREATED = 1_700_000_000
 
 
-def at(zone: str, *args: int) -> int:
+def at(zone: str, year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> int:
     """Epoch seconds of a local wall time, e.g. ``at("America/New_York", 2024, 1, 31, 23, 30)``."""
-    return int(datetime(*args, tzinfo=ZoneInfo(zone)).timestamp())  # type: ignore[misc]
+    return int(datetime(year, month, day, hour, minute, second, tzinfo=ZoneInfo(zone)).timestamp())
 
 
 # ---------------------------------------------------------------- builders
@@ -37,6 +37,7 @@ class Tenant:
 async def make_workspace(
     db: Database,
     *,
+    name: str | None = None,
     tier: str = "starter",
     timezone: str = "UTC",
     status: str = "active",
@@ -48,16 +49,18 @@ async def make_workspace(
 ) -> Tenant:
     user_id, workspace_id, number_id = new_id(), new_id(), new_id()
     await db.execute(
-        "INSERT INTO client_users (id, email, name, password_hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO client_users (id, email, name, password_hash, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
         (user_id, f"{user_id}@example.com", "Owner", "x", CREATED, CREATED),
     )
     await db.execute(
-        "INSERT INTO workspaces (id, name, owner_id, status, subscription_tier, timezone, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (workspace_id, f"ws-{workspace_id[-6:]}", user_id, status, tier, timezone, CREATED, CREATED),
+        "INSERT INTO workspaces (id, name, owner_id, status, subscription_tier, timezone, created_at,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (workspace_id, name or f"ws-{workspace_id[-6:]}", user_id, status, tier, timezone, CREATED, CREATED),
     )
     await db.execute(
-        "INSERT INTO phone_numbers (id, workspace_id, phone_number, provider, created_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO phone_numbers (id, workspace_id, phone_number, provider, created_at)"
+        " VALUES (?, ?, ?, ?, ?)",
         (number_id, workspace_id, f"+1555{uuid.uuid4().int % 10**7:07d}", "twilio", CREATED),
     )
     agents = []
@@ -72,8 +75,8 @@ async def make_workspace(
             agents.append(agent_id)
     if limit is not None or threshold is not None or auto_pause:
         await db.execute(
-            "INSERT INTO workspace_billing_settings (workspace_id, usage_limit_monthly, alert_threshold_percentage,"
-            " auto_pause_on_limit, updated_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO workspace_billing_settings (workspace_id, usage_limit_monthly,"
+            " alert_threshold_percentage, auto_pause_on_limit, updated_at) VALUES (?, ?, ?, ?, ?)",
             (workspace_id, limit, 80.0 if threshold is None else threshold, int(auto_pause), CREATED),
         )
     return Tenant(workspace_id, number_id, agents)
@@ -83,8 +86,8 @@ async def set_platform_provider(
     db: Database, provider: str, cost_per_unit: float | None, config: dict[str, object] | None = None
 ) -> None:
     await db.execute(
-        "INSERT INTO platform_provider_configs (provider, api_key_encrypted, config, cost_per_unit, created_at,"
-        " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO platform_provider_configs (provider, api_key_encrypted, config, cost_per_unit,"
+        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
         (provider, "enc", None if config is None else dump_json(config), cost_per_unit, CREATED, CREATED),
     )
 
@@ -103,7 +106,9 @@ async def set_workspace_provider(
 
 async def set_markup(db: Database, value: str) -> None:
     """``value`` is the JSON text stored, e.g. ``"12.5"``."""
-    await db.execute("UPDATE platform_settings SET value = ? WHERE key = 'pricing_markup_percentage'", (value,))
+    await db.execute(
+        "UPDATE platform_settings SET value = ? WHERE key = 'pricing_markup_percentage'", (value,)
+    )
 
 
 async def make_call(
@@ -153,16 +158,24 @@ async def usage_rows(db: Database, call_id: str) -> dict[str, tuple[Decimal, ...
     return {r[0]: tuple(dec(v) for v in tuple(r)[1:]) for r in rows}
 
 
-async def periods(db: Database, workspace_id: str) -> list[dict[str, object]]:
+@dataclass(frozen=True)
+class Period:
+    id: str
+    start: int
+    end: int
+    subtotal: Decimal
+    fee: Decimal
+    total: Decimal
+    status: str
+
+
+async def periods(db: Database, workspace_id: str) -> list[Period]:
+    """The workspace's billing periods, oldest first, money as exact decimals."""
     rows = await db.fetchall(
         "SELECT id, period_start, period_end, subtotal, subscription_fee, total_amount, status"
         " FROM billing_periods WHERE workspace_id = ? ORDER BY period_start", (workspace_id,),
     )
-    return [
-        {"id": r[0], "start": r[1], "end": r[2], "subtotal": dec(r[3]), "fee": dec(r[4]), "total": dec(r[5]),
-         "status": r[6]}
-        for r in rows
-    ]
+    return [Period(r[0], int(r[1]), int(r[2]), dec(r[3]), dec(r[4]), dec(r[5]), r[6]) for r in rows]
 
 
 async def sum_final_cost(db: Database, period_id: str) -> Decimal:

@@ -13,7 +13,7 @@ from decimal import Decimal as D
 import pytest
 
 from storage.billing import BillableCall, UnknownCall, bill_call, check_call_allowed
-from storage.db import Database
+from storage.db import Database, open_database
 from tests.storage.billing_fixtures import (
     at,
     bill,
@@ -54,18 +54,20 @@ async def test_included_minutes_crossed_mid_call(db: Database, acme: None) -> No
     assert (dec(r1.cost_total), dec(r2.cost_total)) == (D("11.94"), D("0.329161"))
     # Past the allowance every minute is overage.
     third, _ = await bill(db, tenant, seconds=60, ended_at=JAN + 400)
-    assert (await usage_rows(db, third))["overage_minutes"] == (D("1"), D("0.05"), D("0.05"), D("0"), D("0.05"))
+    overage = (await usage_rows(db, third))["overage_minutes"]
+    assert overage == (D("1"), D("0.05"), D("0.05"), D("0"), D("0.05"))
 
     [period] = await periods(db, tenant.workspace_id)
-    assert period["subtotal"] == D("12.439161") == await sum_final_cost(db, str(period["id"]))
-    assert period["fee"] == D("29.99") and period["total"] == D("42.429161")
+    assert period.subtotal == D("12.439161") == await sum_final_cost(db, period.id)
+    assert period.fee == D("29.99") and period.total == D("42.429161")
     call = await db.fetchone("SELECT cost_total FROM calls WHERE id = ?", (second,))
     assert call is not None and dec(call[0]) == D("0.329161")
 
 
 async def test_markup_and_unit_costs_from_settings_and_configs(db: Database) -> None:
     await set_markup(db, "12.5")
-    await set_platform_provider(db, "acme", 0.07, {"cost_per_unit": {"ai_tokens": 0.000004, "transcription": 0.00003}})
+    per_resource = {"ai_tokens": 0.000004, "transcription": 0.00003}
+    await set_platform_provider(db, "acme", 0.07, {"cost_per_unit": per_resource})
     tenant = await make_workspace(db, tier="enterprise")
     usage = {"input_tokens": 1200, "output_tokens": 800, "characters": 1500, "audio_in_ms": 90000.0}
     call_id, result = await bill(db, tenant, seconds=90, ended_at=JAN, usage=usage)
@@ -107,9 +109,9 @@ async def test_subtotal_is_the_exact_sum_of_final_costs(db: Database, acme: None
     for i in range(25):
         await bill(db, tenant, seconds=17 + 37 * i, ended_at=JAN + 1000 * i, provider="drift")
     [period] = await periods(db, tenant.workspace_id)
-    assert period["subtotal"] == D("2.83515") == await sum_final_cost(db, str(period["id"]))
+    assert period.subtotal == D("2.83515") == await sum_final_cost(db, period.id)
     state = await db.fetchone("SELECT minutes_used FROM gw_billing_period_state WHERE billing_period_id = ?",
-                              (period["id"],))
+                              (period.id,))
     assert state is not None and dec(state[0]) == D("192.0833")
 
 
@@ -121,7 +123,7 @@ async def test_many_tenths_add_up_without_float_drift(db: Database) -> None:
     for i in range(10):
         await bill(db, tenant, seconds=6, ended_at=JAN + 10 * i, provider="tenth")
     [period] = await periods(db, tenant.workspace_id)
-    assert period["subtotal"] == D("1") == await sum_final_cost(db, str(period["id"]))
+    assert period.subtotal == D("1") == await sum_final_cost(db, period.id)
     assert sum([0.1] * 10) != 1.0  # the drift this guards against
 
 
@@ -133,13 +135,11 @@ async def test_billing_twice_is_a_no_op(db: Database, acme: None) -> None:
     assert again.cost_total == first.cost_total == 0.18
     assert sorted(r.id for r in again.records) == sorted(r.id for r in first.records)
     [period] = await periods(db, tenant.workspace_id)
-    assert period["subtotal"] == D("0.18")
+    assert period.subtotal == D("0.18")
 
 
-async def test_concurrent_billing_of_one_call_bills_it_once(db: Database, backend: Backend, acme: None) -> None:
+async def test_concurrent_billing_bills_each_call_once(db: Database, backend: Backend, acme: None) -> None:
     """Several "gateway processes" (separate connections) race to bill the same calls."""
-    from storage.db import open_database
-
     others = [await open_database(backend.url) for _ in range(3)]
     try:
         tenant = await make_workspace(db, tier="starter")
@@ -152,8 +152,10 @@ async def test_concurrent_billing_of_one_call_bills_it_once(db: Database, backen
     assert sum(not r.already_billed for r in results) == 4
     assert {r.cost_total for r in results} == {0.12}
     [period] = await periods(db, tenant.workspace_id)
-    assert period["subtotal"] == D("0.48") == await sum_final_cost(db, str(period["id"]))
-    count = await db.fetchone("SELECT COUNT(*) FROM usage_records WHERE workspace_id = ?", (tenant.workspace_id,))
+    assert period.subtotal == D("0.48") == await sum_final_cost(db, period.id)
+    count = await db.fetchone(
+        "SELECT COUNT(*) FROM usage_records WHERE workspace_id = ?", (tenant.workspace_id,)
+    )
     assert count is not None and count[0] == 4
 
 
@@ -217,7 +219,9 @@ async def test_alert_is_recorded_once_per_period(db: Database, acme: None) -> No
 
 
 async def test_auto_pause_at_the_limit(db: Database, acme: None) -> None:
-    tenant = await make_workspace(db, tier="enterprise", limit=0.5, auto_pause=True, live_agents=2, draft_agents=1)
+    tenant = await make_workspace(
+        db, tier="enterprise", limit=0.5, auto_pause=True, live_agents=2, draft_agents=1
+    )
     results = [await bill(db, tenant, seconds=120, ended_at=JAN + 200 * i) for i in range(4)]
     assert [r.paused_agents for _, r in results] == [0, 0, 2, 0]
     statuses = await db.fetchall("SELECT status FROM voice_agents WHERE workspace_id = ? ORDER BY status",

@@ -16,8 +16,8 @@ NY = "America/New_York"
 HOUR, DAY = 3600, 86400
 
 
-def utc(*args: int) -> int:
-    return int(datetime(*args, tzinfo=UTC).timestamp())  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> int:
+    return int(datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp())
 
 
 @pytest.fixture
@@ -46,14 +46,14 @@ async def test_rollover_at_a_new_york_month_end(db: Database, acme: None) -> Non
     await bill(db, tenant, seconds=600, ended_at=at(NY, 2024, 1, 31, 23, 30))  # 04:30 UTC on Feb 1
     await bill(db, tenant, seconds=60, ended_at=utc(2024, 2, 1, 3))  # still January in New York
     [jan] = await periods(db, tenant.workspace_id)
-    assert (jan["start"], jan["end"], jan["status"]) == (utc(2024, 1, 1, 5), utc(2024, 2, 1, 5), "current")
-    assert jan["subtotal"] == D("1.32")
+    assert (jan.start, jan.end, jan.status) == (utc(2024, 1, 1, 5), utc(2024, 2, 1, 5), "current")
+    assert jan.subtotal == D("1.32")
 
     await bill(db, tenant, seconds=120, ended_at=at(NY, 2024, 2, 1, 0, 30))
     jan, feb = await periods(db, tenant.workspace_id)
-    assert (jan["status"], jan["subtotal"], jan["fee"], jan["total"]) == ("finalized", D("1.32"), D("29.99"),
+    assert (jan.status, jan.subtotal, jan.fee, jan.total) == ("finalized", D("1.32"), D("29.99"),
                                                                           D("31.31"))
-    assert (feb["start"], feb["end"], feb["status"], feb["subtotal"]) == (
+    assert (feb.start, feb.end, feb.status, feb.subtotal) == (
         utc(2024, 2, 1, 5), utc(2024, 3, 1, 5), "current", D("0.24"))
 
 
@@ -62,35 +62,37 @@ async def test_idle_months_are_finalized_with_the_fee_across_dst(db: Database, a
     await bill(db, tenant, seconds=600, ended_at=at(NY, 2024, 1, 20))
     await bill(db, tenant, seconds=60, ended_at=at(NY, 2024, 4, 15))
     jan, feb, mar, apr = await periods(db, tenant.workspace_id)
-    assert [p["status"] for p in (jan, feb, mar, apr)] == ["finalized"] * 3 + ["current"]
-    assert [(p["subtotal"], p["fee"], p["total"]) for p in (jan, feb, mar)] == [
-        (D("1.2"), D("99.99"), D("101.19")), (D("0"), D("99.99"), D("99.99")), (D("0"), D("99.99"), D("99.99")),
+    assert [p.status for p in (jan, feb, mar, apr)] == ["finalized"] * 3 + ["current"]
+    assert [(p.subtotal, p.fee, p.total) for p in (jan, feb, mar)] == [
+        (D("1.2"), D("99.99"), D("101.19")),
+        (D("0"), D("99.99"), D("99.99")),
+        (D("0"), D("99.99"), D("99.99")),
     ]
-    assert (mar["start"], mar["end"]) == (utc(2024, 3, 1, 5), utc(2024, 4, 1, 4))
-    assert int(mar["end"]) - int(mar["start"]) == 31 * DAY - HOUR  # the DST hour is skipped
-    assert [p["end"] for p in (jan, feb, mar)] == [p["start"] for p in (feb, mar, apr)]  # contiguous
-    assert apr["subtotal"] == D("0.12")
+    assert (mar.start, mar.end) == (utc(2024, 3, 1, 5), utc(2024, 4, 1, 4))
+    assert mar.end - mar.start == 31 * DAY - HOUR  # the DST hour is skipped
+    assert [p.end for p in (jan, feb, mar)] == [p.start for p in (feb, mar, apr)]  # contiguous
+    assert apr.subtotal == D("0.12")
 
 
 async def test_close_periods_is_idempotent_and_opens_the_next(db: Database, acme: None) -> None:
     tenant = await make_workspace(db, tier="starter", timezone=NY)
     await bill(db, tenant, seconds=300, ended_at=at(NY, 2024, 11, 20))
     [nov] = await periods(db, tenant.workspace_id)
-    assert int(nov["end"]) - int(nov["start"]) == 30 * DAY + HOUR  # DST ended Nov 3
+    assert nov.end - nov.start == 30 * DAY + HOUR  # DST ended Nov 3
 
     assert await close_periods(db, utc(2024, 12, 1, 4, 59, 59)) == []  # 23:59:59 EST, Nov 30
-    assert await close_periods(db, utc(2024, 12, 1, 5)) == [nov["id"]]
+    assert await close_periods(db, utc(2024, 12, 1, 5)) == [nov.id]
     assert await close_periods(db, utc(2024, 12, 1, 5)) == []
     nov, dec_ = await periods(db, tenant.workspace_id)
-    assert (nov["status"], nov["subtotal"], nov["fee"], nov["total"]) == ("finalized", D("0.6"), D("29.99"),
+    assert (nov.status, nov.subtotal, nov.fee, nov.total) == ("finalized", D("0.6"), D("29.99"),
                                                                           D("30.59"))
-    assert (dec_["start"], dec_["end"], dec_["status"], dec_["fee"]) == (
+    assert (dec_.start, dec_.end, dec_.status, dec_.fee) == (
         utc(2024, 12, 1, 5), utc(2025, 1, 1, 5), "current", D("29.99"))
 
     # A late call that ended in November (e.g. billed after a crash) lands on the open invoice.
     await bill(db, tenant, seconds=60, ended_at=at(NY, 2024, 11, 30, 12), now_s=utc(2024, 12, 2))
     nov, dec_ = await periods(db, tenant.workspace_id)
-    assert (nov["subtotal"], dec_["subtotal"]) == (D("0.6"), D("0.12"))
+    assert (nov.subtotal, dec_.subtotal) == (D("0.6"), D("0.12"))
 
 
 async def test_cancelled_workspace_gets_no_next_period(db: Database, acme: None) -> None:
@@ -99,4 +101,4 @@ async def test_cancelled_workspace_gets_no_next_period(db: Database, acme: None)
     await db.execute("UPDATE workspaces SET status = 'cancelled' WHERE id = ?", (tenant.workspace_id,))
     [jan_id] = await close_periods(db, utc(2024, 3, 1))
     [jan] = await periods(db, tenant.workspace_id)
-    assert (jan["id"], jan["status"], jan["total"]) == (jan_id, "finalized", D("30.11"))
+    assert (jan.id, jan.status, jan.total) == (jan_id, "finalized", D("30.11"))
