@@ -178,11 +178,12 @@ class _BolnaSession(ScriptedSession):
             self._farewell_heard.set()  # already echoed
 
     async def end_call(self, reason: str) -> None:
-        farewell_s = self.script.farewell_ms / 1000
-        try:
-            await asyncio.wait_for(self._farewell_heard.wait(), farewell_s + HANGUP_MARK_GRACE_S)
-        except TimeoutError:
-            self.record.violations.append("farewell's final mark was never echoed")
+        if self._in_farewell:  # an agent hang-up waits for the farewell to be heard; expiry does not
+            farewell_s = self.script.farewell_ms / 1000
+            try:
+                await asyncio.wait_for(self._farewell_heard.wait(), farewell_s + HANGUP_MARK_GRACE_S)
+            except TimeoutError:
+                self.record.violations.append("farewell's final mark was never echoed")
         await self.ws.close(code=1000, message=reason.encode())
 
     async def send_error(self) -> None:

@@ -29,10 +29,6 @@ from providers.ws_adapter import WsProviderSession, connect_deadline, open_ws, p
 
 logger = logging.getLogger(__name__)
 
-# UNVERIFIED whether the socket URL alone is the capability (docs show no headers): flip to send
-# the API key on the upgrade too.
-SEND_KEY_ON_WEBSOCKET = False
-
 
 class VapiSession(WsProviderSession):
     name = "vapi"
@@ -101,7 +97,7 @@ async def connect(ctx: ProviderContext) -> VapiSession:
             url = protocol.websocket_url_from_reply(reply)
         except ValueError as exc:
             raise ProviderError(ErrorKind.PROVIDER_DOWN, f"vapi: {exc}") from None
-        ws = await open_ws(ctx.http, url, auth if SEND_KEY_ON_WEBSOCKET else None)
+        ws = await open_ws(ctx.http, url, auth if protocol.SEND_KEY_ON_WEBSOCKET else None)
     vapi_call_id = str(reply.get("id", ""))
     logger.info("vapi call %s created as %s (%s)", ctx.call_id, vapi_call_id, fmt)
     tools = ctx.config.get("tools") or {}

@@ -41,7 +41,10 @@ HISTORY_VARIABLE = (
 )
 RESUME_FIRST_MESSAGE_MODE = "assistant-speaks-first-with-model-generated-message"
 
-# ============================ UNVERIFIED: transport-socket JSON ===================================
+# ============================ UNVERIFIED: the transport socket =====================================
+# Docs show no headers on the upgrade: the URL alone is assumed to be the capability. Flip to also
+# send the API key as a Bearer header.
+SEND_KEY_ON_WEBSOCKET = False
 # Vapi's generic client messages (OpenAPI ``ClientMessage*``), assumed to arrive flat on this
 # socket ({"type": …}); a server-URL style wrapper {"message": {...}} is unwrapped too.
 MSG_TRANSCRIPT = "transcript"  # {role: user|assistant, transcriptType: partial|final, transcript}

@@ -248,9 +248,9 @@ async def test_abrupt_close_with_custom_code(sim: BolnaSimulator, http: aiohttp.
 
 @dialects
 async def test_handshake_timeout(sim: BolnaSimulator, http: aiohttp.ClientSession, dialect: str) -> None:
-    sim.faults.handshake_delay_s = 2.0
+    sim.faults.handshake_delay_s = 0.8
     with pytest.raises(ProviderError) as err:
-        await client.connect(ctx_for(sim, http, dialect, connect_timeout=0.3))
+        await client.connect(ctx_for(sim, http, dialect, connect_timeout=0.2))
     assert err.value.kind is ErrorKind.TIMEOUT
 
 
@@ -353,3 +353,14 @@ async def test_dtmf_in_twilio_dialect(sim: BolnaSimulator, http: aiohttp.ClientS
         assert not sim.records[0].violations
     finally:
         await session.close()
+
+
+@dialects
+async def test_expiry_closes_normally(sim: BolnaSimulator, http: aiohttp.ClientSession, dialect: str) -> None:
+    sim.faults.expire_after_s = 0.1
+    sim.script.greeting_first = False
+    session = await client.connect(ctx_for(sim, http, dialect))
+    log = EventLog(session, echo_marks=True)
+    hangup = await log.wait_for(lambda e: isinstance(e, Hangup), within_s=5)
+    assert isinstance(hangup, Hangup)
+    await session.close()

@@ -216,9 +216,9 @@ async def test_expiry_is_normal_end(sim: RetellSimulator, http: aiohttp.ClientSe
 
 
 async def test_handshake_timeout(sim: RetellSimulator, http: aiohttp.ClientSession) -> None:
-    sim.faults.handshake_delay_s = 2.0
+    sim.faults.handshake_delay_s = 0.8
     with pytest.raises(ProviderError) as err:
-        await client.connect(ctx_for(sim, http, connect_timeout=0.3))
+        await client.connect(ctx_for(sim, http, connect_timeout=0.2))
     assert err.value.kind is ErrorKind.TIMEOUT
 
 

@@ -247,9 +247,9 @@ async def test_abrupt_close(sim: VapiSimulator, http: aiohttp.ClientSession) -> 
 
 
 async def test_handshake_timeout(sim: VapiSimulator, http: aiohttp.ClientSession) -> None:
-    sim.faults.handshake_delay_s = 2.0
+    sim.faults.handshake_delay_s = 0.8
     with pytest.raises(ProviderError) as err:
-        await client.connect(ctx_for(sim, http, connect_timeout=0.3))
+        await client.connect(ctx_for(sim, http, connect_timeout=0.2))
     assert err.value.kind is ErrorKind.TIMEOUT
 
 
@@ -322,4 +322,28 @@ async def test_tcp_drop_without_close_frame(sim: VapiSimulator, http: aiohttp.Cl
     failure = await log.wait_for(lambda e: isinstance(e, Failure))
     assert isinstance(failure, Failure) and failure.kind is ErrorKind.PROVIDER_DOWN
     await asyncio.wait_for(log.ended.wait(), 1)
+    await session.close()
+
+
+async def test_mute_keeps_turns_but_no_audio(sim: VapiSimulator, http: aiohttp.ClientSession) -> None:
+    sim.faults.mute = True
+    session = await client.connect(ctx_for(sim, http))
+    log = EventLog(session)
+    try:
+        await log.wait_for(lambda e: isinstance(e, Transcript) and e.text == "greeting")
+        await settle(log)
+        assert not log.of_type(AudioOut) and not log.of_type(Failure)
+    finally:
+        await session.close()
+        await log.stop()
+
+
+async def test_expiry_is_normal_end(sim: VapiSimulator, http: aiohttp.ClientSession) -> None:
+    sim.faults.expire_after_s = 0.1
+    session = await client.connect(ctx_for(sim, http))
+    log = EventLog(session)
+    hangup = await log.wait_for(lambda e: isinstance(e, Hangup))
+    assert isinstance(hangup, Hangup) and hangup.reason == "exceeded-max-duration"
+    await asyncio.wait_for(log.ended.wait(), 1)
+    assert len(log.of_type(Hangup)) == 1
     await session.close()
