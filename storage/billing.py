@@ -13,6 +13,11 @@
   event on that call plus a log line); reaching the limit with ``auto_pause_on_limit`` pauses
   the workspace's ``live`` agents (a ``billing_auto_pause`` event). Idempotent by call id: a call
   already billed returns its rows with ``already_billed=True`` and changes nothing.
+  Pricing (details in ``storage.billing_pricing`` and docs/billing.md): provider usage
+  (``call_minutes``, ``ai_tokens``, ``transcription``) is charged at the provider's unit cost plus
+  the platform markup; the tier's included minutes are a platform allowance consumed by every
+  call minute of the period, and minutes past it add an ``overage_minutes`` row at the tier's
+  ``price_per_minute`` with no markup (it is already a list price).
 - ``bill_recovered_calls(db, now_s)`` — after ``storage.recovery.recover``: bills the calls it
   closed, from their recorded start and last event (minutes only: usage facts died with the
   process).
@@ -219,7 +224,7 @@ async def _apply_limits(
 
 async def bill_call(db: Database, call: BillableCall, *, now_s: int | None = None) -> BillResult:
     """Bills a finished call exactly once (see the module docstring). ``now_s`` (default: the
-    clock) stamps the rows written; the call's ``ended_at`` picks the billing period.
+    clock) stamps the rows written; the call's ``ended_at`` (at most ``now_s``) picks the period.
 
     Raises ValueError for impossible input, UnknownCall when the call or workspace is missing;
     nothing is written then.
@@ -234,7 +239,8 @@ async def bill_call(db: Database, call: BillableCall, *, now_s: int | None = Non
             return BillResult(float(cost), existing, alert=False, paused_agents=0, already_billed=True)
 
         workspace = await _load_call_workspace(tx, call)
-        period, _ = await period_for_usage(tx, workspace, call.ended_at, now)
+        # A call "ending" in the future (a skewed clock) must not finalize the open period early.
+        period, _ = await period_for_usage(tx, workspace, min(call.ended_at, now), now)
         state = await tx.fetchone(
             "SELECT minutes_used, alert_sent_at FROM gw_billing_period_state WHERE billing_period_id = ?",
             (period.id,),

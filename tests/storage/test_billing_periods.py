@@ -102,3 +102,10 @@ async def test_cancelled_workspace_gets_no_next_period(db: Database, acme: None)
     [jan_id] = await close_periods(db, utc(2024, 3, 1))
     [jan] = await periods(db, tenant.workspace_id)
     assert (jan.id, jan.status, jan.total) == (jan_id, "finalized", D("30.11"))
+
+
+async def test_a_call_ending_in_the_future_does_not_close_the_period(db: Database, acme: None) -> None:
+    tenant = await make_workspace(db, tier="starter")
+    await bill(db, tenant, seconds=60, ended_at=utc(2024, 3, 5), now_s=utc(2024, 1, 20))  # skewed clock
+    [jan] = await periods(db, tenant.workspace_id)
+    assert (jan.start, jan.status, jan.subtotal) == (utc(2024, 1, 1), "current", D("0.12"))
