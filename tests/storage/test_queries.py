@@ -23,8 +23,8 @@ async def run(db: Database, *stmts: Statement) -> None:
 async def add_agent(db: Database, route: NumberRoute, name: str, status: str, created_at: int) -> str:
     agent_id = new_id()
     await db.execute(
-        "INSERT INTO voice_agents (id, workspace_id, phone_number_id, name, config, voice_provider, voice_config,"
-        " status, created_at, updated_at) VALUES (?, ?, ?, ?, '{}', 'echo', '{}', ?, ?, ?)",
+        "INSERT INTO voice_agents (id, workspace_id, phone_number_id, name, config, voice_provider,"
+        " voice_config, status, created_at, updated_at) VALUES (?, ?, ?, ?, '{}', 'echo', '{}', ?, ?, ?)",
         (agent_id, route.workspace.id, route.number.id, name, status, created_at, created_at),
     )
     return agent_id
@@ -97,7 +97,8 @@ async def test_routing_inputs_and_health(db: Database, demo: NumberRoute, box: S
     first = ProviderHealth("echo", "local", "healthy", NOW, 0.0, 12, None)
     second = ProviderHealth("echo", "local", "degraded", NOW + 5, 0.25, 80, '{"error": "slow"}')
     other_region = ProviderHealth("echo", "eu", "down", NOW, 1.0, None, None)
-    await run(db, provider_configs.upsert_health_stmt(first), provider_configs.upsert_health_stmt(other_region))
+    upsert = provider_configs.upsert_health_stmt
+    await run(db, upsert(first), upsert(other_region))
     await run(db, provider_configs.upsert_health_stmt(second))
     assert await provider_configs.load_health(db) == [other_region, second]
     with pytest.raises(ValueError, match="status"):
@@ -155,7 +156,8 @@ async def test_settings_reads(db: Database, demo: NumberRoute) -> None:
     assert pro.feature_list() == ["basic_analytics", "advanced_analytics", "priority_support"]
     assert await settings.get_tier(db, "gold") is None
     assert await settings.setting_value(db, "default_subscription_tier") == "starter"
-    assert await settings.setting_value(db, "feature_flags") == {"advanced_analytics": True, "custom_domains": False}
+    flags = await settings.setting_value(db, "feature_flags")
+    assert flags == {"advanced_analytics": True, "custom_domains": False}
     assert await settings.setting_value(db, "missing", 7) == 7
     assert await settings.markup_percentage(db) == 20.0
     trial = await settings.get_platform_setting(db, "trial_duration_days")

@@ -74,18 +74,21 @@ async def test_migrated_sqlite_matches_seed_schema(tmp_path: Path) -> None:
 async def test_check_constraints_enforced(db: Database) -> None:
     with pytest.raises(Exception, match=r"(?i)check"):
         await db.execute(
-            "INSERT INTO provider_health_status (provider, region, status, last_check) VALUES ('a', 'b', 'meh', 1)"
+            "INSERT INTO provider_health_status (provider, region, status, last_check)"
+            " VALUES ('a', 'b', 'meh', 1)"
         )
 
 
 async def test_foreign_keys_enforced_and_cascade(db: Database) -> None:
     with pytest.raises(Exception, match=r"(?i)foreign key"):
         await db.execute(
-            "INSERT INTO workspaces (id, name, owner_id, created_at, updated_at) VALUES ('w', 'W', 'nobody', 1, 1)"
+            "INSERT INTO workspaces (id, name, owner_id, created_at, updated_at)"
+            " VALUES ('w', 'W', 'nobody', 1, 1)"
         )
     await db.execute("INSERT INTO client_users (id, email, name, password_hash, created_at, updated_at)"
                      " VALUES ('u', 'u@x', 'U', '!', 1, 1)")
-    await db.execute("INSERT INTO workspaces (id, name, owner_id, created_at, updated_at) VALUES ('w', 'W', 'u', 1, 1)")
+    await db.execute("INSERT INTO workspaces (id, name, owner_id, created_at, updated_at)"
+                     " VALUES ('w', 'W', 'u', 1, 1)")
     await db.execute("DELETE FROM client_users WHERE id = 'u'")
     assert await db.fetchone("SELECT id FROM workspaces WHERE id = 'w'") is None
 
@@ -134,7 +137,8 @@ async def test_postgres_schema_mirrors_seed(db: Database) -> None:
         assert {tuple(r) for r in pg_fks} == seed_fks, table
         seed_idx = {r[1] for r in seed.execute(f"PRAGMA index_list({table})") if r[3] == "c"}
         pg_idx = {r[0] for r in await db.fetchall(
-            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ?", (table,))}
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ?",
+            (table,))}
         assert seed_idx <= pg_idx, table
         n_checks = len(_checks(seed.execute(
             "SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]))
@@ -146,9 +150,9 @@ async def test_postgres_schema_mirrors_seed(db: Database) -> None:
 
 
 def test_postgres_translation_is_mechanical() -> None:
-    sql = "CREATE TABLE t (a INTEGER NOT NULL, b REAL DEFAULT 0.0, c TEXT DEFAULT 'REAL INTEGER') -- REAL\n;"
+    sql = "CREATE TABLE t (a INTEGER NOT NULL, b REAL DEFAULT 0.0, c TEXT DEFAULT 'REAL') -- REAL\n;"
     assert to_postgres_ddl(sql) == (
-        "CREATE TABLE t (a BIGINT NOT NULL, b DOUBLE PRECISION DEFAULT 0.0, c TEXT DEFAULT 'REAL INTEGER') \n;"
+        "CREATE TABLE t (a BIGINT NOT NULL, b DOUBLE PRECISION DEFAULT 0.0, c TEXT DEFAULT 'REAL') \n;"
     )
 
 

@@ -1,0 +1,122 @@
+"""Ids, secrets, the database layer itself, and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import logging
+import os
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+
+from storage.cli import register
+from storage.db import Database, open_database, sqlite_path, to_postgres_placeholders
+from storage.ids import new_id, now_s
+from storage.secrets import ENV_KEY, SecretBox, SecretError, generate_key, load_secret_box
+from tests.storage.conftest import TEST_KEY
+
+
+def test_ids_are_uuid7_and_strictly_increasing() -> None:
+    ids = [new_id() for _ in range(20_000)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    parsed = uuid.UUID(ids[0])
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert abs((parsed.int >> 80) / 1000 - now_s()) < 5
+
+
+def test_secret_box_round_trip_and_tamper() -> None:
+    box = SecretBox(TEST_KEY)
+    token = box.encrypt("sk-live-123")
+    assert token.startswith("v1:") and "sk-live-123" not in token and token != box.encrypt("sk-live-123")
+    assert box.decrypt(token) == "sk-live-123"
+    assert "key" in repr(box) and str(TEST_KEY) not in repr(box)
+    raw = bytearray(base64.urlsafe_b64decode(token[3:]))
+    raw[-1] ^= 1
+    with pytest.raises(SecretError, match="wrong key or tampered"):
+        box.decrypt("v1:" + base64.urlsafe_b64encode(bytes(raw)).decode())
+    with pytest.raises(SecretError, match="wrong key or tampered"):
+        SecretBox(bytes(32)).decrypt(token)
+    for junk in ("plain", "v2:abc", "v1:!!!", "v1:AAAA"):
+        with pytest.raises(SecretError):
+            box.decrypt(junk)
+
+
+def test_load_secret_box_from_env_and_dev_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    key = generate_key()
+    token = load_secret_box({ENV_KEY: key}).encrypt("x")
+    assert SecretBox(base64.b64decode(key)).decrypt(token) == "x"
+    with pytest.raises(SecretError, match="32 bytes"):
+        load_secret_box({ENV_KEY: base64.b64encode(b"short").decode()})
+    with pytest.raises(SecretError, match="not set"):
+        load_secret_box({})
+    path = tmp_path / "dev" / "secret.key"
+    with caplog.at_level(logging.WARNING, logger="storage.secrets"):
+        first = load_secret_box({}, dev_key_path=path)
+    assert "generated a development key" in caplog.text and path.read_text().strip() not in caplog.text
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert load_secret_box({}, dev_key_path=path).decrypt(first.encrypt("y")) == "y"
+
+
+def test_url_forms_and_placeholders() -> None:
+    assert sqlite_path("var/x.db") == "var/x.db"
+    assert sqlite_path("sqlite:///var/x.db") == "var/x.db"
+    assert sqlite_path("sqlite:////tmp/x.db") == "/tmp/x.db"
+    with pytest.raises(ValueError):
+        sqlite_path("sqlite://host/x.db")
+    assert to_postgres_placeholders("a = ? AND b = '?' AND c = ?") == "a = $1 AND b = '?' AND c = $2"
+
+
+async def test_transactions_commit_or_roll_back(db: Database) -> None:
+    sql = "INSERT INTO platform_settings (key, value, updated_at) VALUES (?, ?, ?)"
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as tx:
+            await tx.execute(sql, ("a", "1", 1))
+            raise RuntimeError("boom")
+    assert await db.fetchone("SELECT key FROM platform_settings WHERE key = 'a'") is None
+    async with db.transaction() as tx:
+        await tx.executemany(sql, [("b", "1", 1), ("c", "2", 2)])
+        row = await tx.fetchone("SELECT COUNT(*) FROM platform_settings WHERE key IN ('b', 'c')")
+        assert row is not None and row[0] == 2
+    rows = await db.fetchall("SELECT key, value FROM platform_settings WHERE key IN ('b', 'c') ORDER BY key")
+    assert [(r["key"], r["value"]) for r in rows] == [("b", "1"), ("c", "2")]
+
+
+async def test_sqlite_pragmas(tmp_path: Path) -> None:
+    db = await open_database(f"sqlite:///{tmp_path}/p.db")
+    assert db.dialect == "sqlite"
+    for pragma, expected in (("journal_mode", "wal"), ("foreign_keys", 1), ("synchronous", 1)):
+        row = await db.fetchone(f"PRAGMA {pragma}")
+        assert row is not None and row[0] == expected, pragma
+    await db.close()
+
+
+def main(argv: list[str]) -> int:
+    """The storage part of ``voicegw`` alone (other packages' commands are not needed here)."""
+    parser = argparse.ArgumentParser(prog="voicegw")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+def test_cli_migrate_provision_recover(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(ENV_KEY, base64.b64encode(TEST_KEY).decode())
+    url = str(tmp_path / "cli.db")
+    assert main(["db", "migrate", "--db", url]) == 0
+    assert "applied migrations: 0001" in capsys.readouterr().out
+    assert main(["db", "migrate", "--db", url]) == 0
+    assert "up to date" in capsys.readouterr().out
+    demo = Path(__file__).resolve().parents[2] / "storage" / "demo" / "demo.json"
+    assert main(["provision", str(demo), "--db", url]) == 0
+    assert main(["provision", str(demo), "--db", url]) == 0
+    assert " 0 created, 0 updated" in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"workspaces": [{"name": "x", "owner": "nobody@x.test"}]}')
+    assert main(["provision", str(bad), "--db", url]) == 2
+    assert "workspaces[0].owner: no client user" in capsys.readouterr().err
+    assert main(["db", "recover", "--db", url]) == 0
+    assert "0 call(s) recovered" in capsys.readouterr().out
