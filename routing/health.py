@@ -4,12 +4,15 @@ Pure and clock-injected: every method takes ``now`` (monotonic seconds, e.g. ``t
 and, where rows are written or read, the wall clock in whole seconds. Nothing here sleeps, logs
 or touches a socket, so tests drive time by hand.
 
-Outcomes (call exactly one per outcome; they feed the windowed error rate):
+Observations (call exactly one per event). A connect attempt is the unit of the error rate: it
+ends in ``observe_connect`` (good) or ``observe_error`` (bad); a session that connected and later
+drops adds one bad outcome, so a provider that drops every call sits at 50 %.
 
 - ``observe_connect(latency_ms)``: a connect/handshake succeeded → good outcome, connect-latency
   EWMA; closes a half-open breaker.
 - ``observe_first_audio(latency_ms)``: connect → first provider audio → first-audio EWMA only.
-- ``observe_success``: a session ended cleanly (a hang-up) → good outcome.
+- ``observe_success``: a session ended cleanly (a hang-up) → fresh evidence, closes a half-open
+  breaker, but no extra good outcome (its connect was already counted).
 - ``observe_drop``: a live session ended abnormally (socket gone without ``Hangup``) → bad outcome.
 - ``observe_error(kind)``: a classified ``ErrorKind`` (failed connect or fatal mid-call failure).
   ``auth``/``quota`` open the breaker at once; ``config`` is our fault, not the provider's, so it
@@ -202,7 +205,7 @@ class HealthBoard:
         track.first_audio_ms = self._ewma(track.first_audio_ms, latency_ms)
 
     def observe_success(self, provider: str, region: str, now: float) -> None:
-        self._good(self._track(provider, region, now), now)
+        self._good(self._track(provider, region, now), now, count=False)
 
     def observe_drop(self, provider: str, region: str, now: float) -> None:
         track = self._track(provider, region, now)
@@ -276,6 +279,7 @@ class HealthBoard:
             retry_in = (
                 max(0.0, track.open_until - now) if track is not None and track.breaker == "open" else None
             )
+            error_at = track.last_error_at if track is not None and h.source == "local" else None
             providers.setdefault(provider, {})[region] = {
                 "status": h.status,
                 "breaker": h.breaker,
@@ -285,6 +289,7 @@ class HealthBoard:
                 "latency_ms": _round(h.latency_ms),
                 "first_audio_ms": _round(h.first_audio_ms),
                 "last_error": h.last_error,
+                "last_error_age_s": _round(now - error_at) if error_at is not None else None,
                 "trial_busy": h.trial_busy,
                 "retry_in_s": _round(retry_in),
             }
@@ -362,12 +367,13 @@ class HealthBoard:
         alpha = self.policy.latency_alpha
         return alpha * sample + (1.0 - alpha) * current
 
-    def _good(self, track: _Track, now: float) -> None:
+    def _good(self, track: _Track, now: float, count: bool = True) -> None:
         if track.breaker == "half_open":
             track.breaker = "closed"
             track.trial_lease_until = None
             track.window.clear()
-        track.window.add(now, good=True)
+        if count:
+            track.window.add(now, good=True)
 
     def _bad(self, track: _Track, now: float, immediate: bool) -> None:
         track.window.add(now, good=False)

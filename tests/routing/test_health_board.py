@@ -117,6 +117,26 @@ def test_trial_failure_reopens_for_another_cooldown() -> None:
     assert b.try_acquire_trial(P, R, now=2.2)
 
 
+def test_clean_end_is_evidence_not_an_extra_outcome() -> None:
+    b = board()
+    succeed(b, 1, now=0.0)
+    b.observe_success(P, R, now=0.2)
+    assert b.view(0.2).get(P, R).samples == 1
+    fail(b, 5, now=0.3)
+    assert b.try_acquire_trial(P, R, now=1.3)
+    b.observe_success(P, R, now=1.4)  # a call that outlived the trip ended fine
+    assert b.view(1.4).get(P, R).breaker == "closed"
+
+
+def test_every_call_dropping_reaches_the_trip_rate() -> None:
+    b = board()
+    for i in range(3):
+        b.observe_connect(P, R, 100.0, now=i * 0.1)
+        b.observe_drop(P, R, now=i * 0.1 + 0.05)
+    h = b.view(0.3).get(P, R)
+    assert (h.error_rate, h.breaker) == (0.5, "open")
+
+
 def test_drop_counts_as_failure_but_never_trips_alone() -> None:
     b = board()
     b.observe_drop(P, R, now=0.0)
@@ -169,7 +189,7 @@ def test_error_rate_forgets_outcomes_older_than_the_window() -> None:
 def test_window_memory_is_bounded() -> None:
     b = board()
     for i in range(5000):
-        b.observe_success(P, R, now=i * 0.37)
+        b.observe_connect(P, R, 100.0, now=i * 0.37)
     window = b._tracks[(P, R)].window
     assert len(window._ids) == len(window._good) == len(window._bad) == 10
 
@@ -320,6 +340,7 @@ def test_as_json_lists_every_provider_and_region() -> None:
         "latency_ms": 100.0,
         "first_audio_ms": None,
         "last_error": None,
+        "last_error_age_s": None,
         "trial_busy": False,
         "retry_in_s": None,
     }
@@ -330,6 +351,7 @@ def test_as_json_lists_every_provider_and_region() -> None:
         0.8,
         "auth: bad key",
     )
+    assert vapi["last_error_age_s"] == 0.2
     json.dumps(body)
 
 
