@@ -264,12 +264,11 @@ class ScriptedSession(ABC):
 
     async def _caller_started(self) -> None:
         await self.on_caller_speech_start()
-        barge_in = self.speaking
+        barge_in = self.speaking  # judged on what the caller still hears, not on what was sent
         if self._speech_task is not None and not self._speech_task.done():
             self._speech_task.cancel()  # a reply not yet spoken is abandoned too, as real agents do
             with contextlib.suppress(asyncio.CancelledError):
                 await self._speech_task
-            barge_in = True
         if barge_in and not self.ended:
             self._play_until = 0.0
             self.record.interruptions += 1

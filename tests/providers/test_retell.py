@@ -309,3 +309,19 @@ async def test_tcp_drop_without_close_frame(sim: RetellSimulator, http: aiohttp.
     assert isinstance(failure, Failure) and failure.kind is ErrorKind.PROVIDER_DOWN
     await asyncio.wait_for(log.ended.wait(), 1)
     await session.close()
+
+
+async def test_barge_in_after_all_audio_was_sent(sim: RetellSimulator, http: aiohttp.ClientSession) -> None:
+    """Retell judges by play-out, so the phone buffer must still be flushed."""
+    sim.script.greeting_ms = 3000
+    session = await client.connect(ctx_for(sim, http))
+    log = EventLog(session)
+    try:
+        await log.wait_for(lambda e: isinstance(e, Transcript) and e.text == "greeting")
+        await settle(log)
+        assert MULAW_8000.ms_for_bytes(len(audio_of(log))) == pytest.approx(3000, abs=20)
+        await say(session, utterance_frames(900, 300, MULAW_8000), MULAW_8000)
+        await log.wait_for(lambda e: isinstance(e, Interrupt))
+    finally:
+        await session.close()
+        await log.stop()
