@@ -15,6 +15,7 @@ from aiohttp import web
 from gateway.config import Settings
 from gateway.metrics import GatewayStats
 from gateway.recorder import CallRecorder
+from storage.billing import bill_recovered_calls
 from storage.db import Database, open_database
 from storage.migrate import migrate
 from storage.recovery import recover
@@ -114,6 +115,9 @@ async def open_context(settings: Settings, *, demo: bool = False) -> GatewayCont
     recovered = await recover(db, int(time.time()))
     if recovered:
         log.warning("recovered %d call(s) left open by a previous crash", len(recovered))
+    billed = await bill_recovered_calls(db, int(time.time()))
+    if billed:
+        log.warning("billed %d recovered call(s)", billed)
     writer = Writer(db, flush_interval_s=settings.writer_flush_ms / 1000, max_batch=settings.writer_batch)
     await writer.start()
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "gateway.serve_cli",
     "storage.cli",
+    "storage.billing_cli",
     "providers.simulators.cli",
     "loadtest.cli",
 )

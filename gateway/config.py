@@ -118,4 +118,6 @@ class Settings:
         for key, value in overrides.items():
             if value is not None:
                 setattr(s, key, value)
+        if len(s.stream_token_secret) < 16:
+            raise ValueError("VOICEGW_STREAM_TOKEN_SECRET must be at least 16 bytes")
         return s

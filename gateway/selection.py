@@ -122,8 +122,8 @@ class BoardObserver:
     def connected(self, provider: str, latency_s: float) -> None:
         self.board.observe_connect(provider, self.region, latency_s * 1000, time.monotonic())
 
-    def failed(self, provider: str, kind: str, message: str) -> None:
-        self.board.observe_error(provider, self.region, kind, time.monotonic(), message=message)
+    def failed(self, provider: str, kind: str, message: str, key_source: str) -> None:
+        self.board.observe_error(provider, self.region, kind, time.monotonic(), message=message, key_source=key_source)
 
     def first_audio(self, provider: str, latency_s: float) -> None:
         self.board.observe_first_audio(provider, self.region, latency_s * 1000, time.monotonic())

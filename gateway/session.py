@@ -97,14 +97,14 @@ class SessionObserver(Protocol):
     """Health-board hooks (passive observations from every call)."""
 
     def connected(self, provider: str, latency_s: float) -> None: ...
-    def failed(self, provider: str, kind: str, message: str) -> None: ...
+    def failed(self, provider: str, kind: str, message: str, key_source: str) -> None: ...
     def first_audio(self, provider: str, latency_s: float) -> None: ...
     def dropped(self, provider: str, reason: str) -> None: ...
 
 
 class _NullObserver:
     def connected(self, provider: str, latency_s: float) -> None: ...
-    def failed(self, provider: str, kind: str, message: str) -> None: ...
+    def failed(self, provider: str, kind: str, message: str, key_source: str) -> None: ...
     def first_audio(self, provider: str, latency_s: float) -> None: ...
     def dropped(self, provider: str, reason: str) -> None: ...
 
@@ -143,6 +143,7 @@ class CallSession:
         self.last_carrier_msg = self.started_mono
         self.provider: ProviderSession | None = None
         self.provider_name = ""
+        self._key_source = "platform"
         self.providers_tried: list[str] = []
         self._to_provider: Transcoder | None = None
         self._to_carrier: Transcoder | None = None
@@ -159,6 +160,9 @@ class CallSession:
         self._item_sent_ms: dict[str, float] = {}
         self._item_played_ms: dict[str, float] = {}
         self._hangup_mark: str | None = None
+        # Outbound audio goes to the carrier in whole 20 ms frames (Telnyx refuses < 20 ms chunks).
+        self._out_frame = carrier.out_format.bytes_for_ms(20)
+        self._out_remainder = b""
 
         self._frame_counter = 0
         self.unanswered_speech_since: float | None = None
@@ -197,7 +201,8 @@ class CallSession:
         if self._provider_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._provider_task
-        self.ended.set()
+        if self.outcome is None:  # the provider task was cancelled before it ever ran
+            await self._finish()
 
     # ------------------------------------------------------------------ carrier → provider
     async def on_media(self, audio: Audio) -> None:
@@ -337,7 +342,7 @@ class CallSession:
             except (ProviderError, TimeoutError, OSError) as exc:
                 kind = exc.kind.value if isinstance(exc, ProviderError) else ErrorKind.TIMEOUT.value
                 message = str(exc) or type(exc).__name__
-                self._observer.failed(attempt.provider, kind, message)
+                self._observer.failed(attempt.provider, kind, message, attempt.key_source)
                 self._events.event(self.call_id, "provider_attempt", {
                     "provider": attempt.provider, "result": "failed", "kind": kind, "error": message[:300]})
                 log.warning("call %s: provider %s failed to connect: %s", self.call_id, attempt.provider, message)
@@ -354,6 +359,7 @@ class CallSession:
     def _attach(self, provider: ProviderSession, attempt: ProviderAttempt, latency: float) -> None:
         self.provider = provider
         self.provider_name = attempt.provider
+        self._key_source = attempt.key_source
         self._provider_connected_at = time.monotonic()
         self.last_provider_event = self._provider_connected_at
         self._first_audio_seen = False
@@ -423,7 +429,7 @@ class CallSession:
                     self._events.event(self.call_id, "error", {
                         "provider": self.provider_name, "kind": event.kind.value,
                         "message": event.message[:300], "fatal": event.fatal})
-                    self._observer.failed(self.provider_name, event.kind.value, event.message)
+                    self._observer.failed(self.provider_name, event.kind.value, event.message, self._key_source)
                     if event.fatal:
                         self._failover_requested = self._failover_requested or f"error:{event.kind.value}"
                         await provider.close()
@@ -459,6 +465,13 @@ class CallSession:
                     self._item_sent_ms.pop(old, None)
                     self._item_played_ms.pop(old, None)
         self._current_item = item
+        if self._out_remainder or audio.nbytes % self._out_frame:
+            buf = self._out_remainder + audio.raw
+            cut = len(buf) - len(buf) % self._out_frame
+            self._out_remainder = buf[cut:]
+            if not cut:
+                return
+            audio = Audio(audio.fmt, raw=buf[:cut])
         ms = audio.duration_ms
         if item is not None:
             self._item_sent_ms[item] = self._item_sent_ms.get(item, 0.0) + ms
@@ -481,6 +494,7 @@ class CallSession:
     async def _clear(self, reason: str) -> None:
         """Barge-in: the carrier drops what it buffered; marks pending now mean 'cleared', not 'played'."""
         await self.carrier.send_clear()
+        self._out_remainder = b""
         self._cleared_marks.update(self._pending_marks)
         self._pending_marks.clear()
         self._unmarked_ms = 0.0
@@ -490,6 +504,11 @@ class CallSession:
 
     async def _drain_then_hangup(self) -> None:
         """Provider said goodbye: let the farewell play (mark echo), then end the carrier leg."""
+        if self._out_remainder:  # the farewell's last partial frame, padded with silence
+            pad = self._out_frame - len(self._out_remainder)
+            silence = b"\xff" if self.carrier.out_format.encoding == "mulaw" else b"\x00"
+            await self.carrier.send_media(Audio(self.carrier.out_format, raw=self._out_remainder + silence * pad))
+            self._out_remainder = b""
         self._hangup_mark = await self._send_mark()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.ended.wait(), HANGUP_DRAIN_MAX_S)
