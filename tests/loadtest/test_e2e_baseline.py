@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -16,6 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from loadtest.baseline import BaselineServer
 from loadtest.carriers import CallPlan, CallResult, Credentials, TelnyxApi, ToneBursts, place_call
 from loadtest.carriers.signing import telnyx_private_key, twilio_signature
+from loadtest.cli import register
+from loadtest.report import PLOTS, format_table, write_report
+from loadtest.runner import LoadConfig, Progress, run_load
 
 SEED = base64.b64encode(bytes(range(32))).decode()
 CREDS = Credentials(twilio_auth_token="test-token", telnyx_private_key=SEED)
@@ -48,12 +53,7 @@ async def test_calls_against_baseline_return_audio_and_measure_latency(baseline:
     assert results[0].received_audio is not None and len(results[0].received_audio) == 16000
 
 
-async def test_run_load_and_report(baseline: str, tmp_path: object) -> None:
-    from pathlib import Path
-
-    from loadtest.report import PLOTS, format_table, write_report
-    from loadtest.runner import LoadConfig, Progress, run_load
-
+async def test_run_load_and_report(baseline: str, tmp_path: Path) -> None:
     config = LoadConfig(
         url=baseline, calls=4, ramp_s=0.2, duration_s=1.5, credentials=CREDS, sample_interval_s=0.25
     )
@@ -64,7 +64,7 @@ async def test_run_load_and_report(baseline: str, tmp_path: object) -> None:
     assert report.latency.count == 4
     assert seen and seen[-1].placed == 4
     assert "return ratio" in format_table(report)
-    out = Path(str(tmp_path)) / "rep"
+    out = tmp_path / "rep"
     page = write_report(report, out)
     data = orjson.loads((out / "report.json").read_bytes())
     assert data["calls"] == {"placed": 4, "refused": 0, "failed": 0}
@@ -234,3 +234,18 @@ async def test_telnyx_rest_hangup_ends_the_call(baseline: str) -> None:
             assert (await resp.json())["errors"][0]["code"] == "90018"
     assert result.ended_by == "gateway-rest" and result.errors == []
     assert api.hangups == 1
+
+
+async def test_cli_runs_against_baseline(
+    baseline: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    out = tmp_path / "cli-report"
+    argv = ["loadtest", "--url", baseline, "--calls", "2", "--duration", "1", "--twilio-auth-token", "t"]
+    args = parser.parse_args([*argv, "--report", str(out)])
+    rc = await asyncio.to_thread(args.func, args)
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "calls placed / refused / failed  2 / 0 / 0" in printed
+    assert (out / "report.html").exists()
