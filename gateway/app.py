@@ -58,12 +58,14 @@ class GatewayContext:
     live: dict[str, LiveCall] = field(default_factory=dict)
     pending: dict[int, PendingSocket] = field(default_factory=dict)
     draining: bool = False
+    no_live_calls: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from gateway.selection import ProviderSelector
 
         self.recorder = CallRecorder(self.writer)
+        self.no_live_calls.set()
         self.selector = ProviderSelector(self)
 
     async def watchdog(self) -> None:
@@ -90,6 +92,17 @@ class GatewayContext:
                 else:
                     session.check_timers(now)
             self.selector.tick(now)
+
+    def call_started(self, call_id: str, live: LiveCall) -> None:
+        self.live[call_id] = live
+        self.stats.live_calls = len(self.live)
+        self.no_live_calls.clear()
+
+    def call_ended(self, call_id: str) -> None:
+        self.live.pop(call_id, None)
+        self.stats.live_calls = len(self.live)
+        if not self.live:
+            self.no_live_calls.set()
 
     def writer_stats(self) -> dict[str, float]:
         st = self.writer.stats
@@ -169,16 +182,14 @@ async def drain(ctx: GatewayContext, deadline_s: float) -> None:
     """Stop taking calls, let live ones finish until the deadline, end the rest, flush rows."""
     ctx.draining = True
     log.info("draining: %d live call(s), deadline %.0f s", len(ctx.live), deadline_s)
-    end = time.monotonic() + deadline_s
-    while ctx.live and time.monotonic() < end:
-        await asyncio.sleep(0.1)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(ctx.no_live_calls.wait(), deadline_s)
     for call_id, live in list(ctx.live.items()):
         log.info("drain deadline: ending call %s", call_id)
         live.session.request_end("completed", "gateway_shutdown")
     for live in list(ctx.live.values()):
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(live.session.wait_closed(), 5.0)
-    stop = time.monotonic() + 5.0
-    while ctx.live and time.monotonic() < stop:
-        await asyncio.sleep(0.05)
+    with contextlib.suppress(TimeoutError):  # their handlers close and bill them
+        await asyncio.wait_for(ctx.no_live_calls.wait(), 5.0)
     await ctx.recorder.flush()

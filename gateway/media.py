@@ -19,7 +19,6 @@ from aiohttp import WSMsgType, web
 from gateway.app import CTX_KEY, GatewayContext, LiveCall, PendingSocket
 from gateway.carriers.base import (
     CarrierError,
-    Connected,
     Dtmf,
     MarkEcho,
     Media,
@@ -74,7 +73,8 @@ class WsCarrierLink:
         if self.carrier == "telnyx" and self.call_control_id and s.telnyx_api_key:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
-                    telnyx_hangup(self.ctx.http, s.telnyx_api_base, s.telnyx_api_key, self.call_control_id), 5.0
+                    telnyx_hangup(self.ctx.http, s.telnyx_api_base, s.telnyx_api_key, self.call_control_id),
+                    5.0,
                 )
         if not self.ws.closed:
             await self.ws.close(code=1000, message=reason.encode()[:120])
@@ -120,33 +120,31 @@ async def _handle(request: web.Request, carrier: str) -> web.WebSocketResponse:
                 _violation(ctx, call_id, carrier, v.reason, v.reason, session)
                 await close(v.close_code, v.reason)
                 break
-            etype = type(event)
-            if etype is Media:
+            if isinstance(event, Media):  # by far the most frequent: checked first
                 if session is not None:
                     session.last_carrier_msg = time.monotonic()
-                    await session.on_media(event.audio)  # type: ignore[union-attr]
-            elif etype is Start:
+                    await session.on_media(event.audio)
+            elif isinstance(event, Start):
                 ctx.pending.pop(key, None)
-                session, call_id = await _start(ctx, event, carrier, link, close)  # type: ignore[arg-type]
-                if session is None:
+                session, call_id = await _start(ctx, event, carrier, link, close)
+                if session is None or call_id is None:
                     break
-                ctx.live[call_id] = LiveCall(session, close)  # type: ignore[index]
-                ctx.stats.live_calls = len(ctx.live)
-            elif etype is Dtmf and session is not None:
-                await session.on_dtmf(event.digit)  # type: ignore[union-attr]
-            elif etype is MarkEcho and session is not None:
-                await session.on_mark_echo(event.name)  # type: ignore[union-attr]
-            elif etype is Stop:
+                ctx.call_started(call_id, LiveCall(session, close))
+            elif isinstance(event, Dtmf):
+                if session is not None:
+                    await session.on_dtmf(event.digit)
+            elif isinstance(event, MarkEcho):
+                if session is not None:
+                    await session.on_mark_echo(event.name)
+            elif isinstance(event, Stop):
                 if session is not None:
                     session.carrier_gone("caller_hangup")
                 break
-            elif etype is CarrierError:
+            elif isinstance(event, CarrierError):
                 log.warning("%s error frame on call %s: %s", carrier, call_id, event)
                 if call_id is not None:
-                    ctx.recorder.event(call_id, "carrier_error", {
-                        "code": event.code, "title": event.title, "detail": event.detail})  # type: ignore[union-attr]
-            elif etype is Connected:
-                pass
+                    data = {"code": event.code, "title": event.title, "detail": event.detail}
+                    ctx.recorder.event(call_id, "carrier_error", data)
     finally:
         ctx.pending.pop(key, None)
         if session is not None and call_id is not None:
@@ -155,13 +153,16 @@ async def _handle(request: web.Request, carrier: str) -> web.WebSocketResponse:
             if not ws.closed:
                 await ws.close()
             await _finalize(ctx, session, call_id)
-            ctx.live.pop(call_id, None)
-            ctx.stats.live_calls = len(ctx.live)
+            ctx.call_ended(call_id)
     return ws
 
 
 def _violation(
-    ctx: GatewayContext, call_id: str | None, carrier: str, key: str, detail: str,
+    ctx: GatewayContext,
+    call_id: str | None,
+    carrier: str,
+    key: str,
+    detail: str,
     session: CallSession | None = None,
 ) -> None:
     ctx.stats.protocol_errors[key.split(":")[0][:40]] += 1
@@ -178,7 +179,9 @@ async def _start(
     params = start.custom_parameters
     call_id = params.get("call_id", "")
     try:
-        verify_stream_token(ctx.settings.stream_token_secret, params.get("token", ""), call_id, carrier, time.time())
+        verify_stream_token(
+            ctx.settings.stream_token_secret, params.get("token", ""), call_id, carrier, time.time()
+        )
     except TokenError as exc:
         ctx.stats.protocol_errors["bad_token"] += 1
         log.warning("%s media socket refused: stream token %s (call %s)", carrier, exc, call_id or "-")
@@ -216,10 +219,16 @@ async def _start(
     for attempt in plan.attempts:
         if attempt.playback is not None:
             attempt.playback.target = session
-    ctx.recorder.event(call_id, "answered", {
-        "carrier": carrier, "stream_id": start.stream_id, "media_format": str(start.media_format),
-        "preconnected": preconnected is not None,
-    })
+    ctx.recorder.event(
+        call_id,
+        "answered",
+        {
+            "carrier": carrier,
+            "stream_id": start.stream_id,
+            "media_format": str(start.media_format),
+            "preconnected": preconnected is not None,
+        },
+    )
     session.start()
     return session, call_id
 
@@ -235,25 +244,47 @@ async def _finalize(ctx: GatewayContext, session: CallSession, call_id: str) -> 
     if setup is not None:
         for attempt in range(3):
             try:
-                result = await bill_call(ctx.db, BillableCall(
-                    call_id=call_id, workspace_id=setup.workspace_id, provider=outcome.provider_used,
-                    started_at=ended_at - outcome.duration_s, ended_at=ended_at,
-                    duration_seconds=outcome.duration_s, usage=outcome.usage,
-                ))
+                result = await bill_call(
+                    ctx.db,
+                    BillableCall(
+                        call_id=call_id,
+                        workspace_id=setup.workspace_id,
+                        provider=outcome.provider_used,
+                        started_at=ended_at - outcome.duration_s,
+                        ended_at=ended_at,
+                        duration_seconds=outcome.duration_s,
+                        usage=outcome.usage,
+                    ),
+                )
                 cost = result.cost_total
                 break
             except Exception:
                 log.exception("call %s: billing failed (attempt %d)", call_id, attempt + 1)
                 await asyncio.sleep(0.2 * (attempt + 1))
-    ctx.recorder.statement(finish_call_stmt(
-        call_id, outcome.status, outcome.duration_s, ended_at, outcome.provider_used,
-        outcome.transcript or None, cost,
-    ))
-    ctx.recorder.event(call_id, "ended", {
-        "status": outcome.status, "reason": outcome.reason, "provider": outcome.provider_used,
-        "providers_tried": session.providers_tried, "duration_seconds": outcome.duration_s,
-        "usage": outcome.usage, "cost_total": cost,
-    })
+    ctx.recorder.statement(
+        finish_call_stmt(
+            call_id,
+            outcome.status,
+            outcome.duration_s,
+            ended_at,
+            outcome.provider_used,
+            outcome.transcript or None,
+            cost,
+        )
+    )
+    ctx.recorder.event(
+        call_id,
+        "ended",
+        {
+            "status": outcome.status,
+            "reason": outcome.reason,
+            "provider": outcome.provider_used,
+            "providers_tried": session.providers_tried,
+            "duration_seconds": outcome.duration_s,
+            "usage": outcome.usage,
+            "cost_total": cost,
+        },
+    )
     ctx.stats.calls_by_outcome[outcome.status] += 1
     ctx.selector.forget(call_id)
 

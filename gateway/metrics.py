@@ -79,7 +79,11 @@ class _Collector:
         for name, value, doc in (
             ("voicegw_frames_in", s.frames_in, "Media frames received from carriers"),
             ("voicegw_frames_out", s.frames_out, "Media frames sent to carriers"),
-            ("voicegw_frames_dropped", s.frames_dropped, "Frames dropped (bounded buffers full or no provider)"),
+            (
+                "voicegw_frames_dropped",
+                s.frames_dropped,
+                "Frames dropped (bounded buffers full or no provider)",
+            ),
             ("voicegw_frames_transcoded", s.frames_transcoded, "Frames that needed decoding/resampling"),
         ):
             yield CounterMetricFamily(name, doc, value=value)
@@ -112,5 +116,5 @@ class _Collector:
 
 def render(stats: GatewayStats, writer_stats: Callable[[], dict[str, float]]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(stats, writer_stats))  # type: ignore[arg-type]
+    registry.register(_Collector(stats, writer_stats))
     return generate_latest(registry)

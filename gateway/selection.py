@@ -123,7 +123,9 @@ class BoardObserver:
         self.board.observe_connect(provider, self.region, latency_s * 1000, time.monotonic())
 
     def failed(self, provider: str, kind: str, message: str, key_source: str) -> None:
-        self.board.observe_error(provider, self.region, kind, time.monotonic(), message=message, key_source=key_source)
+        self.board.observe_error(
+            provider, self.region, kind, time.monotonic(), message=message, key_source=key_source
+        )
 
     def first_audio(self, provider: str, latency_s: float) -> None:
         self.board.observe_first_audio(provider, self.region, latency_s * 1000, time.monotonic())
@@ -165,10 +167,16 @@ class ProviderSelector:
             return None
         call, agent, workspace, number = found
         setup = CallSetup(
-            call_id=call.id, carrier=number.provider, workspace_id=workspace.id,
-            workspace_timezone=workspace.timezone or "UTC", agent_id=agent.id,
-            agent_voice_provider=agent.voice_provider, agent_voice_config=agent.voice_config,
-            agent_config=agent.config, caller_number=call.caller_number, called_number=number.phone_number,
+            call_id=call.id,
+            carrier=number.provider,
+            workspace_id=workspace.id,
+            workspace_timezone=workspace.timezone or "UTC",
+            agent_id=agent.id,
+            agent_voice_provider=agent.voice_provider,
+            agent_voice_config=agent.voice_config,
+            agent_config=agent.config,
+            caller_number=call.caller_number,
+            called_number=number.phone_number,
         )
         self._setups[call_id] = setup
         return setup
@@ -231,13 +239,20 @@ class ProviderSelector:
         )
         decision = route(snapshot)
         attempts = [
-            self._attempt(setup, inputs, agent, c.provider, c.key_source, c.reason) for c in decision.candidates
+            self._attempt(setup, inputs, agent, c.provider, c.key_source, c.reason)
+            for c in decision.candidates
         ]
         fallback = strategy.fallback_enabled if strategy is not None else True
         return Plan(attempts=attempts, fallback_enabled=fallback, decision=decision)
 
     def _attempt(
-        self, setup: CallSetup, inputs: RoutingInputs, agent: AgentInfo, provider: str, key_source: str, reason: str
+        self,
+        setup: CallSetup,
+        inputs: RoutingInputs,
+        agent: AgentInfo,
+        provider: str,
+        key_source: str,
+        reason: str,
     ) -> ProviderAttempt:
         platform = next((p for p in inputs.platform if p.provider == provider), None)
         workspace = next((w for w in inputs.workspace if w.provider == provider), None)
@@ -278,7 +293,11 @@ class ProviderSelector:
             return await connector(provider)(ctx)
 
         return ProviderAttempt(
-            provider=provider, reason=reason, connect=connect, key_source=key_source, playback=playback,
+            provider=provider,
+            reason=reason,
+            connect=connect,
+            key_source=key_source,
+            playback=playback,
             admit=lambda: self.observer.admit(provider),
         )
 
@@ -288,7 +307,7 @@ class ProviderSelector:
         if not plan.attempts or not self.ctx.settings.preconnect:
             return
         first = plan.attempts[0]
-        task = asyncio.get_running_loop().create_task(first.connect(()), name=f"preconnect:{call_id}")
+        task: asyncio.Task[ProviderSession] = asyncio.ensure_future(first.connect(()))
         task.add_done_callback(_consume_exception)
         self._preconnects[call_id] = _Preconnect(
             task=task,

@@ -15,7 +15,9 @@ import logging
 import os
 import secrets
 import signal
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -38,13 +40,17 @@ def _dev_credentials(var_dir: Path) -> None:
     if path.exists():
         for line in path.read_text().splitlines():
             if line.startswith("export ") and "=" in line:
-                k, _, v = line[len("export "):].partition("=")
+                k, _, v = line[len("export ") :].partition("=")
                 values[k] = v
     if "VOICEGW_TWILIO_AUTH_TOKEN" not in values:
         values["VOICEGW_TWILIO_AUTH_TOKEN"] = secrets.token_hex(16)
     if "VOICEGW_TELNYX_PRIVATE_KEY" not in values:
         seed = secrets.token_bytes(32)
-        public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        public = (
+            Ed25519PrivateKey.from_private_bytes(seed)
+            .public_key()
+            .public_bytes(Encoding.Raw, PublicFormat.Raw)
+        )
         values["VOICEGW_TELNYX_PRIVATE_KEY"] = base64.b64encode(seed).decode()
         values["VOICEGW_TELNYX_PUBLIC_KEY"] = base64.b64encode(public).decode()
     var_dir.mkdir(parents=True, exist_ok=True)
@@ -76,9 +82,16 @@ async def _serve(settings: Settings, demo: bool, reuse_port: bool) -> None:
     if settings.internal_port is not None:
         internal_runner = web.AppRunner(internal_app(ctx), handle_signals=False, access_log=None)
         await internal_runner.setup()
-        await web.TCPSite(internal_runner, settings.host, settings.internal_port, reuse_port=reuse_port or None).start()
-    log.info("voicegw pid %d listening on http://%s:%d (db %s)", os.getpid(), settings.host, settings.port,
-             settings.db_url)
+        await web.TCPSite(
+            internal_runner, settings.host, settings.internal_port, reuse_port=reuse_port or None
+        ).start()
+    log.info(
+        "voicegw pid %d listening on http://%s:%d (db %s)",
+        os.getpid(),
+        settings.host,
+        settings.port,
+        settings.db_url,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -93,19 +106,20 @@ async def _serve(settings: Settings, demo: bool, reuse_port: bool) -> None:
     log.info("voicegw pid %d stopped cleanly", os.getpid())
 
 
-def _run(coro: object) -> None:
+def _run(coro: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
-
-        uvloop.run(coro)  # type: ignore[arg-type]
     except ImportError:  # pragma: no cover - uvloop is a dependency; Windows lacks it
-        asyncio.run(coro)  # type: ignore[arg-type]
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(host=args.host, port=args.port, db_url=args.db)
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
     )
     if args.demo:
         _dev_credentials(settings.var_dir)
@@ -145,7 +159,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return status
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the gateway")
     p.add_argument("--host", default=None, help="listen address (VOICEGW_HOST)")
     p.add_argument("--port", type=int, default=None, help="listen port (VOICEGW_PORT)")
@@ -153,4 +167,3 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
     p.add_argument("--demo", action="store_true", help="provision the demo tenant and dev credentials")
     p.set_defaults(func=_cmd_serve)
-

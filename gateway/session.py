@@ -306,9 +306,7 @@ class CallSession:
                 self._failover_requested = None
                 self.stats.failovers[reason.split(":")[0]] += 1
                 self._observer.dropped(self.provider_name, reason)
-                self._events.event(
-                    self.call_id, "failover", {"from": self.provider_name, "reason": reason}
-                )
+                self._events.event(self.call_id, "failover", {"from": self.provider_name, "reason": reason})
                 self._detach_provider()
                 if not self._fallback_enabled or not self._attempts:
                     self.request_end("failed", f"provider_lost:{reason}")
@@ -324,12 +322,18 @@ class CallSession:
             attempt = self._attempts.popleft()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self._events.event(self.call_id, "provider_attempt", {
-                    "provider": attempt.provider, "result": "skipped", "reason": "connect deadline passed"})
+                self._events.event(
+                    self.call_id,
+                    "provider_attempt",
+                    {"provider": attempt.provider, "result": "skipped", "reason": "connect deadline passed"},
+                )
                 continue
             if attempt.admit is not None and not attempt.admit():
-                self._events.event(self.call_id, "provider_attempt", {
-                    "provider": attempt.provider, "result": "skipped", "reason": "circuit breaker"})
+                self._events.event(
+                    self.call_id,
+                    "provider_attempt",
+                    {"provider": attempt.provider, "result": "skipped", "reason": "circuit breaker"},
+                )
                 continue
             t0 = time.monotonic()
             self.providers_tried.append(attempt.provider)
@@ -343,9 +347,14 @@ class CallSession:
                 kind = exc.kind.value if isinstance(exc, ProviderError) else ErrorKind.TIMEOUT.value
                 message = str(exc) or type(exc).__name__
                 self._observer.failed(attempt.provider, kind, message, attempt.key_source)
-                self._events.event(self.call_id, "provider_attempt", {
-                    "provider": attempt.provider, "result": "failed", "kind": kind, "error": message[:300]})
-                log.warning("call %s: provider %s failed to connect: %s", self.call_id, attempt.provider, message)
+                self._events.event(
+                    self.call_id,
+                    "provider_attempt",
+                    {"provider": attempt.provider, "result": "failed", "kind": kind, "error": message[:300]},
+                )
+                log.warning(
+                    "call %s: provider %s failed to connect: %s", self.call_id, attempt.provider, message
+                )
                 if not self._fallback_enabled:
                     return None
                 continue
@@ -365,12 +374,19 @@ class CallSession:
         self._first_audio_seen = False
         self._to_provider = Transcoder(self.carrier_in_format, provider.input_format)
         self._to_carrier = Transcoder(provider.output_format, self.carrier.out_format)
-        self._events.event(self.call_id, "provider_connected", {
-            "provider": attempt.provider, "reason": attempt.reason, "key_source": attempt.key_source,
-            "connect_ms": round(latency * 1000, 1),
-            "input_format": str(provider.input_format), "output_format": str(provider.output_format),
-            "passthrough": self._to_provider.is_passthrough and self._to_carrier.is_passthrough,
-        })
+        self._events.event(
+            self.call_id,
+            "provider_connected",
+            {
+                "provider": attempt.provider,
+                "reason": attempt.reason,
+                "key_source": attempt.key_source,
+                "connect_ms": round(latency * 1000, 1),
+                "input_format": str(provider.input_format),
+                "output_format": str(provider.output_format),
+                "passthrough": self._to_provider.is_passthrough and self._to_carrier.is_passthrough,
+            },
+        )
         waiting, self._waiting_audio = self._waiting_audio, deque(maxlen=FAILOVER_BUFFER_FRAMES)
         if waiting:
             asyncio.get_running_loop().create_task(self._replay(provider, waiting))
@@ -394,8 +410,11 @@ class CallSession:
     def _collect_usage(self, provider: ProviderSession) -> None:
         u = provider.usage
         for key, value in (
-            ("audio_in_ms", u.audio_in_ms), ("audio_out_ms", u.audio_out_ms), ("characters", u.characters),
-            ("input_tokens", u.input_tokens), ("output_tokens", u.output_tokens),
+            ("audio_in_ms", u.audio_in_ms),
+            ("audio_out_ms", u.audio_out_ms),
+            ("characters", u.characters),
+            ("input_tokens", u.input_tokens),
+            ("output_tokens", u.output_tokens),
         ):
             if value:
                 self.usage_total[key] = self.usage_total.get(key, 0.0) + value
@@ -418,25 +437,48 @@ class CallSession:
                 elif type(event) is Mark:
                     await self._send_mark(provider_mark=event.name)
                 elif type(event) is ToolCall:
-                    self._events.event(self.call_id, "tool_call", {
-                        "provider": self.provider_name, "name": event.name, "call_id": event.call_id,
-                        "arguments": dict(event.arguments), "result": event.result})
+                    self._events.event(
+                        self.call_id,
+                        "tool_call",
+                        {
+                            "provider": self.provider_name,
+                            "name": event.name,
+                            "call_id": event.call_id,
+                            "arguments": dict(event.arguments),
+                            "result": event.result,
+                        },
+                    )
                 elif type(event) is Hangup:
-                    self._events.event(self.call_id, "provider_hangup", {
-                        "provider": self.provider_name, "reason": event.reason})
+                    self._events.event(
+                        self.call_id,
+                        "provider_hangup",
+                        {"provider": self.provider_name, "reason": event.reason},
+                    )
                     return "hangup"
                 elif type(event) is Failure:
-                    self._events.event(self.call_id, "error", {
-                        "provider": self.provider_name, "kind": event.kind.value,
-                        "message": event.message[:300], "fatal": event.fatal})
-                    self._observer.failed(self.provider_name, event.kind.value, event.message, self._key_source)
+                    self._events.event(
+                        self.call_id,
+                        "error",
+                        {
+                            "provider": self.provider_name,
+                            "kind": event.kind.value,
+                            "message": event.message[:300],
+                            "fatal": event.fatal,
+                        },
+                    )
+                    self._observer.failed(
+                        self.provider_name, event.kind.value, event.message, self._key_source
+                    )
                     if event.fatal:
                         self._failover_requested = self._failover_requested or f"error:{event.kind.value}"
                         await provider.close()
                         return "dropped"
                 elif type(event) is Notice:
-                    self._events.event(self.call_id, "provider_notice", {
-                        "provider": self.provider_name, "kind": event.kind, **dict(event.details)})
+                    self._events.event(
+                        self.call_id,
+                        "provider_notice",
+                        {"provider": self.provider_name, "kind": event.kind, **dict(event.details)},
+                    )
         except (ConnectionError, ProviderError) as exc:
             self._failover_requested = self._failover_requested or f"error:{exc}"
         if self._end_reason is not None:
@@ -507,7 +549,9 @@ class CallSession:
         if self._out_remainder:  # the farewell's last partial frame, padded with silence
             pad = self._out_frame - len(self._out_remainder)
             silence = b"\xff" if self.carrier.out_format.encoding == "mulaw" else b"\x00"
-            await self.carrier.send_media(Audio(self.carrier.out_format, raw=self._out_remainder + silence * pad))
+            await self.carrier.send_media(
+                Audio(self.carrier.out_format, raw=self._out_remainder + silence * pad)
+            )
             self._out_remainder = b""
         self._hangup_mark = await self._send_mark()
         with contextlib.suppress(TimeoutError):
@@ -534,7 +578,8 @@ class CallSession:
         self.outcome = CallOutcome(
             status=status,
             reason=reason,
-            provider_used=self.provider_name or (self.providers_tried[-1] if self.providers_tried else "none"),
+            provider_used=self.provider_name
+            or (self.providers_tried[-1] if self.providers_tried else "none"),
             duration_s=max(0, math.ceil(elapsed)),
             transcript="\n".join(f"{t.role}: {t.text}" for t in self.transcript),
             usage=dict(self.usage_total),

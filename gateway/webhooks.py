@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from multidict import MultiDictProxy
@@ -73,9 +74,9 @@ def _stream_url(ctx: GatewayContext, request: web.Request, path: str) -> str:
     else:
         base = f"{request.scheme}://{request.host}"
     if base.startswith("https://"):
-        return "wss://" + base[len("https://"):] + path
+        return "wss://" + base[len("https://") :] + path
     if base.startswith("http://"):
-        return "ws://" + base[len("http://"):] + path
+        return "ws://" + base[len("http://") :] + path
     return base + path
 
 
@@ -84,7 +85,7 @@ async def admit_call(
     request: web.Request,
     markup: Markup,
     carrier: str,
-    form: MultiDictProxy[str | bytes],
+    form: MultiDictProxy[Any],
 ) -> web.Response:
     t0 = time.perf_counter()
     to = str(form.get("To", "")).strip()
@@ -98,12 +99,21 @@ async def admit_call(
         if call_row is not None:
             call_id, workspace_id, agent_id, number_id = call_row
             started = now_s()
-            ctx.recorder.statement(insert_call_stmt(
-                call_id=call_id, workspace_id=workspace_id, agent_id=agent_id, phone_number_id=number_id,
-                caller_number=caller, caller_name=str(caller_name) if caller_name else None,
-                direction="inbound", status="failed", provider_call_sid=carrier_call_id,
-                voice_provider_used="none", started_at=started,
-            ))
+            ctx.recorder.statement(
+                insert_call_stmt(
+                    call_id=call_id,
+                    workspace_id=workspace_id,
+                    agent_id=agent_id,
+                    phone_number_id=number_id,
+                    caller_number=caller,
+                    caller_name=str(caller_name) if caller_name else None,
+                    direction="inbound",
+                    status="failed",
+                    provider_call_sid=carrier_call_id,
+                    voice_provider_used="none",
+                    started_at=started,
+                )
+            )
             ctx.recorder.statement(finish_call_stmt(call_id, "failed", 0, started, "none", None, 0.0))
             ctx.recorder.event(call_id, "refused", {"reason": reason, "carrier": carrier, "to": to})
         status = 503 if reason == "draining" else 200
@@ -135,10 +145,16 @@ async def admit_call(
         return refuse(limit.reason or "usage_limit_reached", row)
 
     setup = CallSetup(
-        call_id=call_id, carrier=carrier, workspace_id=workspace.id,
-        workspace_timezone=workspace.timezone or "UTC", agent_id=agent.id,
-        agent_voice_provider=agent.voice_provider, agent_voice_config=agent.voice_config,
-        agent_config=agent.config, caller_number=caller, called_number=to,
+        call_id=call_id,
+        carrier=carrier,
+        workspace_id=workspace.id,
+        workspace_timezone=workspace.timezone or "UTC",
+        agent_id=agent.id,
+        agent_voice_provider=agent.voice_provider,
+        agent_voice_config=agent.voice_config,
+        agent_config=agent.config,
+        caller_number=caller,
+        called_number=to,
     )
     plan = await ctx.selector.plan(setup)
     if not plan.attempts:
@@ -146,26 +162,45 @@ async def admit_call(
         return refuse("no_provider", row)
 
     # The call row must be committed before the carrier can open the media socket.
-    await ctx.writer.commit(insert_call_stmt(
-        call_id=call_id, workspace_id=workspace.id, agent_id=agent.id, phone_number_id=number.id,
-        caller_number=caller, caller_name=str(caller_name) if caller_name else None,
-        direction="inbound", status="ringing", provider_call_sid=carrier_call_id,
-        voice_provider_used=plan.attempts[0].provider, started_at=now,
-    ))
-    ctx.recorder.statement(insert_event_stmt(call_id, "initiated", {
-        "carrier": carrier, "to": to, "from": caller, "carrier_call_id": carrier_call_id,
-        "strategy": plan.decision.strategy,
-        "candidates": [{"provider": c.provider, "reason": c.reason} for c in plan.decision.candidates],
-        "skipped": dict(plan.decision.skipped),
-    }, now))
+    await ctx.writer.commit(
+        insert_call_stmt(
+            call_id=call_id,
+            workspace_id=workspace.id,
+            agent_id=agent.id,
+            phone_number_id=number.id,
+            caller_number=caller,
+            caller_name=str(caller_name) if caller_name else None,
+            direction="inbound",
+            status="ringing",
+            provider_call_sid=carrier_call_id,
+            voice_provider_used=plan.attempts[0].provider,
+            started_at=now,
+        )
+    )
+    ctx.recorder.statement(
+        insert_event_stmt(
+            call_id,
+            "initiated",
+            {
+                "carrier": carrier,
+                "to": to,
+                "from": caller,
+                "carrier_call_id": carrier_call_id,
+                "strategy": plan.decision.strategy,
+                "candidates": [
+                    {"provider": c.provider, "reason": c.reason} for c in plan.decision.candidates
+                ],
+                "skipped": dict(plan.decision.skipped),
+            },
+            now,
+        )
+    )
     ctx.selector.remember(setup)
     ctx.selector.preconnect(call_id, plan)
     token = mint_stream_token(
         ctx.settings.stream_token_secret, call_id, carrier, ctx.settings.stream_token_ttl_s, time.time()
     )
-    body = markup.connect(
-        _stream_url(ctx, request, markup.media_path), {"call_id": call_id, "token": token}
-    )
+    body = markup.connect(_stream_url(ctx, request, markup.media_path), {"call_id": call_id, "token": token})
     ctx.stats.webhook_latency.observe(time.perf_counter() - t0)
     return _xml(body)
 

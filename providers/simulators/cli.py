@@ -19,7 +19,8 @@ SIMULATORS: dict[str, str] = {
 
 def simulator_class(name: str) -> type:
     module_name, attr = SIMULATORS[name].split(":")
-    return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+    cls: type = getattr(importlib.import_module(module_name), attr)
+    return cls
 
 
 async def _run(name: str, host: str, port: int) -> None:
@@ -38,7 +39,7 @@ def _cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="run a provider simulator")
     p.add_argument("provider", choices=sorted(SIMULATORS))
     p.add_argument("--host", default="127.0.0.1")

@@ -37,7 +37,9 @@ class RunningGateway:
 
 def make_settings(tmp_path: Path, telnyx_api_base: str, **overrides: object) -> tuple[Settings, Credentials]:
     seed = os.urandom(32)
-    public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    public = (
+        Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    )
     values: dict[str, object] = {
         "db_url": str(tmp_path / "gateway.db"),
         "twilio_auth_token": TWILIO_TOKEN,
@@ -54,7 +56,9 @@ def make_settings(tmp_path: Path, telnyx_api_base: str, **overrides: object) -> 
     return settings, creds
 
 
-async def start_gateway(settings: Settings, creds: Credentials, telnyx_api: TelnyxApi) -> tuple[RunningGateway, web.AppRunner]:
+async def start_gateway(
+    settings: Settings, creds: Credentials, telnyx_api: TelnyxApi
+) -> tuple[RunningGateway, web.AppRunner]:
     ctx = await open_context(settings, demo=True)
     runner = web.AppRunner(create_app(ctx), handle_signals=False, access_log=None)
     await runner.setup()

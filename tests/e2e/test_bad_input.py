@@ -21,8 +21,16 @@ SILENCE_B64 = base64.b64encode(b"\xff" * 160).decode()
 
 
 async def answer_twilio(gw: RunningGateway, to: str = "+15550001111", **extra: str) -> StreamTarget | Refusal:
-    form = {"AccountSid": "AC" + "0" * 32, "ApiVersion": "2010-04-01", "CallSid": "CA" + secrets.token_hex(16),
-            "CallStatus": "ringing", "Direction": "inbound", "From": "+15557654321", "To": to, **extra}
+    form = {
+        "AccountSid": "AC" + "0" * 32,
+        "ApiVersion": "2010-04-01",
+        "CallSid": "CA" + secrets.token_hex(16),
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+        "From": "+15557654321",
+        "To": to,
+        **extra,
+    }
     url = gw.url + "/twilio/voice"
     headers = {"X-Twilio-Signature": twilio_signature(TWILIO_TOKEN, url, form)}
     async with gw.http.post(url, data=form, headers=headers) as resp:
@@ -32,23 +40,42 @@ async def answer_twilio(gw: RunningGateway, to: str = "+15550001111", **extra: s
 
 def start_msg(target: StreamTarget, stream_sid: str = "MZ" + "1" * 32, **params: str) -> str:
     custom = {**target.parameters, **params}
-    return orjson.dumps({
-        "event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
-        "start": {"accountSid": "AC" + "0" * 32, "streamSid": stream_sid, "callSid": "CA" + "2" * 32,
-                  "tracks": ["inbound"], "customParameters": custom,
-                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
-    }).decode()
+    return orjson.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": stream_sid,
+            "start": {
+                "accountSid": "AC" + "0" * 32,
+                "streamSid": stream_sid,
+                "callSid": "CA" + "2" * 32,
+                "tracks": ["inbound"],
+                "customParameters": custom,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        }
+    ).decode()
 
 
 def media_msg(payload: str = SILENCE_B64, stream_sid: str = "MZ" + "1" * 32, seq: int = 2) -> str:
-    return orjson.dumps({"event": "media", "sequenceNumber": str(seq), "streamSid": stream_sid,
-                         "media": {"track": "inbound", "chunk": str(seq - 1), "timestamp": str(seq * 20),
-                                   "payload": payload}}).decode()
+    return orjson.dumps(
+        {
+            "event": "media",
+            "sequenceNumber": str(seq),
+            "streamSid": stream_sid,
+            "media": {
+                "track": "inbound",
+                "chunk": str(seq - 1),
+                "timestamp": str(seq * 20),
+                "payload": payload,
+            },
+        }
+    ).decode()
 
 
-async def _close_code(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5.0) -> int | None:
+async def _close_code(ws: aiohttp.ClientWebSocketResponse, wait_s: float = 5.0) -> int | None:
     while True:
-        msg = await asyncio.wait_for(ws.receive(), timeout)
+        msg = await asyncio.wait_for(ws.receive(), wait_s)
         if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
             return ws.close_code
         if msg.type is aiohttp.WSMsgType.ERROR:
@@ -69,12 +96,15 @@ async def _started(gw: RunningGateway) -> tuple[aiohttp.ClientWebSocketResponse,
     return ws, target
 
 
-@pytest.mark.parametrize("frame,code", [
-    ("{not json", 4400),
-    ('{"event":"start"}', 4400),
-    ('{"event":"media","media":{"payload":"////"}}', 4425),
-    ('{"event":"dtmf","dtmf":{"digit":"1"}}', 4425),
-])
+@pytest.mark.parametrize(
+    "frame,code",
+    [
+        ("{not json", 4400),
+        ('{"event":"start"}', 4400),
+        ('{"event":"media","media":{"payload":"////"}}', 4425),
+        ('{"event":"dtmf","dtmf":{"digit":"1"}}', 4425),
+    ],
+)
 async def test_bad_frames_before_start(gateway: RunningGateway, frame: str, code: int) -> None:
     ws = await _connected(gateway)
     await ws.send_str(frame)
@@ -88,11 +118,15 @@ async def test_binary_frame_is_refused(gateway: RunningGateway) -> None:
 
 
 @pytest.mark.parametrize("token", ["", "garbage", "FORGED"])
-async def test_start_with_missing_or_forged_token(gateway: RunningGateway, token: str, caplog: pytest.LogCaptureFixture) -> None:
+async def test_start_with_missing_or_forged_token(
+    gateway: RunningGateway, token: str, caplog: pytest.LogCaptureFixture
+) -> None:
     target = await answer_twilio(gateway)
     assert isinstance(target, StreamTarget)
     if token == "FORGED":
-        token = mint_stream_token(b"not-the-secret" * 3, target.parameters["call_id"], "twilio", 60, time.time())
+        token = mint_stream_token(
+            b"not-the-secret" * 3, target.parameters["call_id"], "twilio", 60, time.time()
+        )
     ws = await _connected(gateway)
     with caplog.at_level(logging.WARNING):
         await ws.send_str(start_msg(target, token=token))
@@ -104,7 +138,9 @@ async def test_expired_token(gateway: RunningGateway) -> None:
     target = await answer_twilio(gateway)
     assert isinstance(target, StreamTarget)
     call_id = target.parameters["call_id"]
-    old = mint_stream_token(gateway.ctx.settings.stream_token_secret, call_id, "twilio", 60, time.time() - 120)
+    old = mint_stream_token(
+        gateway.ctx.settings.stream_token_secret, call_id, "twilio", 60, time.time() - 120
+    )
     ws = await _connected(gateway)
     await ws.send_str(start_msg(target, token=old))
     assert await _close_code(ws) == 4401
@@ -114,10 +150,20 @@ async def test_token_for_other_carrier_is_refused(gateway: RunningGateway) -> No
     target = await answer_twilio(gateway)
     assert isinstance(target, StreamTarget)
     ws = await gateway.http.ws_connect(gateway.url.replace("http", "ws") + "/telnyx/media")
-    await ws.send_str(orjson.dumps({
-        "event": "start", "sequence_number": "1", "stream_id": "S1",
-        "start": {"call_control_id": "v3:x", "custom_parameters": target.parameters,
-                  "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1}}}).decode())
+    await ws.send_str(
+        orjson.dumps(
+            {
+                "event": "start",
+                "sequence_number": "1",
+                "stream_id": "S1",
+                "start": {
+                    "call_control_id": "v3:x",
+                    "custom_parameters": target.parameters,
+                    "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1},
+                },
+            }
+        ).decode()
+    )
     assert await _close_code(ws) == 4401
 
 
@@ -130,12 +176,17 @@ async def test_second_socket_for_same_call_is_refused(gateway: RunningGateway) -
     await ws.close()
 
 
-@pytest.mark.parametrize("frame_factory,code", [
-    (lambda: media_msg(stream_sid="MZ" + "9" * 32), 4403),
-    (lambda: media_msg(payload="!!!notbase64!!!"), 4422),
-    (lambda: '{"event":"bogus","streamSid":"MZ' + "1" * 32 + '"}', 4405),
-])
-async def test_bad_frames_mid_call_close_the_call_cleanly(gateway: RunningGateway, frame_factory, code: int) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    "frame_factory,code",
+    [
+        (lambda: media_msg(stream_sid="MZ" + "9" * 32), 4403),
+        (lambda: media_msg(payload="!!!notbase64!!!"), 4422),
+        (lambda: '{"event":"bogus","streamSid":"MZ' + "1" * 32 + '"}', 4405),
+    ],
+)
+async def test_bad_frames_mid_call_close_the_call_cleanly(
+    gateway: RunningGateway, frame_factory, code: int
+) -> None:  # type: ignore[no-untyped-def]
     ws, target = await _started(gateway)
     for seq in range(2, 12):
         await ws.send_str(media_msg(seq=seq))
@@ -188,15 +239,16 @@ async def test_start_never_sent_times_out(tmp_path, telnyx_api) -> None:  # type
     gw, runner = await start_gateway(settings, creds, telnyx_api)
     try:
         ws = await _connected(gw)
-        assert await _close_code(ws, timeout=5.0) == 4408
+        assert await _close_code(ws, wait_s=5.0) == 4408
     finally:
         await stop_gateway(gw, runner)
 
 
 async def test_webhook_bad_signature_is_403(gateway: RunningGateway) -> None:
     form = {"CallSid": "CA1", "From": "+1", "To": "+15550001111"}
-    async with gateway.http.post(gateway.url + "/twilio/voice", data=form,
-                                 headers={"X-Twilio-Signature": "bm9wZQ=="}) as resp:
+    async with gateway.http.post(
+        gateway.url + "/twilio/voice", data=form, headers={"X-Twilio-Signature": "bm9wZQ=="}
+    ) as resp:
         assert resp.status == 403
 
 
@@ -204,11 +256,19 @@ async def test_telnyx_webhook_stale_or_forged_signature_is_403(gateway: RunningG
     body = b"CallSid=v3%3Ax&From=%2B1&To=%2B15550002222"
     key = telnyx_private_key(gateway.credentials.telnyx_private_key or "")
     stale = str(int(time.time()) - 1000)
-    for ts, sig in ((stale, telnyx_signature(key, stale, body)),
-                    (str(int(time.time())), base64.b64encode(b"\x00" * 64).decode())):
-        async with gateway.http.post(gateway.url + "/telnyx/voice", data=body, headers={
-            "Content-Type": "application/x-www-form-urlencoded",
-            "telnyx-timestamp": ts, "telnyx-signature-ed25519": sig}) as resp:
+    for ts, sig in (
+        (stale, telnyx_signature(key, stale, body)),
+        (str(int(time.time())), base64.b64encode(b"\x00" * 64).decode()),
+    ):
+        async with gateway.http.post(
+            gateway.url + "/telnyx/voice",
+            data=body,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "telnyx-timestamp": ts,
+                "telnyx-signature-ed25519": sig,
+            },
+        ) as resp:
             assert resp.status == 403
 
 

@@ -21,7 +21,9 @@ async def _events(gw: RunningGateway, call_id: str) -> list[tuple[str, dict[str,
     rows = await gw.rows(
         "SELECT event_type, event_data FROM call_events WHERE call_id = ? ORDER BY id", (call_id,)
     )
-    return [(str(r["event_type"]), orjson.loads(str(r["event_data"])) if r["event_data"] else {}) for r in rows]
+    return [
+        (str(r["event_type"]), orjson.loads(str(r["event_data"])) if r["event_data"] else {}) for r in rows
+    ]
 
 
 async def _wait_call_closed(gw: RunningGateway, call_id: str) -> dict[str, object]:
@@ -61,8 +63,9 @@ async def test_echo_call_round_trip_and_rows(gateway: RunningGateway, carrier: s
 
 @pytest.mark.parametrize("encoding", ["PCMA", "L16"])
 async def test_telnyx_inbound_codec_decoded_by_start_format(gateway: RunningGateway, encoding: str) -> None:
-    result = await _call(gateway, CallPlan(
-        carrier="telnyx", to=TELNYX_NUMBER, duration_s=2.0, telnyx_encoding=encoding))  # type: ignore[arg-type]
+    result = await _call(
+        gateway, CallPlan(carrier="telnyx", to=TELNYX_NUMBER, duration_s=2.0, telnyx_encoding=encoding)
+    )  # type: ignore[arg-type]
     assert not result.errors, result.errors
     assert result.latency_ms, "tone must survive decode → μ-law → carrier"
     events = dict(await _events(gateway, result.call_id or ""))
@@ -80,8 +83,9 @@ async def test_twilio_passthrough_does_no_transcoding(gateway: RunningGateway) -
 
 
 async def test_barge_in_sends_clear_and_records_interruption(gateway: RunningGateway) -> None:
-    result = await _call(gateway, CallPlan(
-        carrier="twilio", to=TWILIO_NUMBER, duration_s=2.0, dtmf=((1.0, "*"),)))
+    result = await _call(
+        gateway, CallPlan(carrier="twilio", to=TWILIO_NUMBER, duration_s=2.0, dtmf=((1.0, "*"),))
+    )
     assert not result.errors
     assert result.clears_received == 1
     kinds = [k for k, _ in await _events(gateway, result.call_id or "")]
@@ -92,8 +96,9 @@ async def test_barge_in_sends_clear_and_records_interruption(gateway: RunningGat
 async def test_provider_hangup_drains_then_ends_carrier_leg(
     gateway: RunningGateway, carrier: str, number: str
 ) -> None:
-    result = await _call(gateway, CallPlan(
-        carrier=carrier, to=number, duration_s=6.0, dtmf=((1.0, "#"),), hangup=False))  # type: ignore[arg-type]
+    result = await _call(
+        gateway, CallPlan(carrier=carrier, to=number, duration_s=6.0, dtmf=((1.0, "#"),), hangup=False)
+    )  # type: ignore[arg-type]
     assert result.ended_by in ("gateway", "gateway-rest"), (result.ended_by, result.errors)
     if carrier == "telnyx":
         assert gateway.telnyx_api.hangups == 1
