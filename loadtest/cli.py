@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Coroutine
@@ -72,8 +73,17 @@ def _cmd(args: argparse.Namespace) -> int:
     if config.carrier == "telnyx" and not config.credentials.telnyx_private_key:
         print("error: --telnyx-private-key or VOICEGW_TELNYX_PRIVATE_KEY is required", file=sys.stderr)
         return 2
+    for pid in config.gateway_pids:
+        if not os.path.exists(f"/proc/{pid}/stat"):
+            print(f"error: --gateway-pid {pid}: no such process", file=sys.stderr)
+            return 2
     printer = _ProgressPrinter(config.calls)
-    report = _run_fast(run_load(config, progress=printer))
+    try:
+        report = _run_fast(run_load(config, progress=printer))
+    except KeyboardInterrupt:
+        printer.done()
+        print("interrupted", file=sys.stderr)
+        return 130
     printer.done()
     print(format_table(report))
     if args.report:

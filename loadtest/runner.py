@@ -395,3 +395,32 @@ async def run_steps(
         if not sustained:
             break
     return StepsResult(tuple(outcomes))
+
+
+def ratio_to_baseline(report: LoadReport, baseline: LoadReport) -> dict[str, dict[str, float | None]]:
+    """Each headline figure of ``report`` next to the baseline's and as a ratio (None when undefined).
+
+    Run both at the same concurrency on the same machine: the ratio removes what the network, aiohttp
+    and JSON cost anyway, leaving what the gateway itself adds.
+    """
+
+    def figures(r: LoadReport) -> dict[str, float]:
+        return {
+            "added_latency_p50_ms": r.latency.p50,
+            "added_latency_p99_ms": r.latency.p99,
+            "playout_latency_p99_ms": r.playout_latency.p99,
+            "jitter_mean_ms": r.jitter_mean_ms,
+            "return_ratio": r.return_ratio,
+            "server_cpu_mean_percent": r.gateway_cpu().mean,
+            "server_rss_max_mb": max(r.timeline.gateway_rss_mb, default=0.0),
+        }
+
+    ours, theirs = figures(report), figures(baseline)
+    return {
+        name: {
+            "gateway": ours[name],
+            "baseline": theirs[name],
+            "ratio": ours[name] / theirs[name] if theirs[name] else None,
+        }
+        for name in ours
+    }

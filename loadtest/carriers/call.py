@@ -246,6 +246,7 @@ class _Call:
         # Most returned frames of an echo are digital silence; spotting them by bytes skips all maths.
         self._bytes_per_sample = 2 if out_encoding == "L16" else 1
         self._silent_frame = silence(out_encoding, out_rate * FRAME_MS // 1000)
+        self._held: str | None = None
         self._sent_bursts: deque[float] = deque()
         self._chunks: deque[_Chunk] = deque(maxlen=16)
         self._last_arrival: float | None = None
@@ -322,7 +323,15 @@ class _Call:
             if self._detector is not None and self._track.is_burst_onset(n):
                 self._sent_bursts.append(now)
                 result.bursts_sent += 1
-            await self._ws.send_str(self._wire.media(self._track.payload(n)))
+            message = self._wire.media(self._track.payload(n))
+            if self._held is not None:
+                await self._ws.send_str(message)
+                await self._ws.send_str(self._held)
+                self._held = None
+            elif self._should_hold(n):
+                self._held = message
+            else:
+                await self._ws.send_str(message)
             result.frames_sent += 1
             result.bytes_sent += self._frame_bytes
             result.audio_s_sent += FRAME_S
@@ -337,6 +346,13 @@ class _Call:
             self._sending_done.set()
             return None
         return self._t0 + self._n * FRAME_S
+
+    def _should_hold(self, n: int) -> bool:
+        """Every ``reorder_every``-th frame goes out after its successor (never a burst onset, never last)."""
+        every = self._plan.reorder_every
+        if not every or (n + 1) % every or self._track.is_burst_onset(n):
+            return False
+        return self._total_frames is None or n + 1 < self._total_frames
 
     async def _echo_due_marks(self, now: float) -> None:
         for name in self._playout.due_marks(now):

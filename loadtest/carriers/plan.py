@@ -34,7 +34,20 @@ class CallPlan:
     telnyx_encoding: Encoding = "PCMU"
     telnyx_sample_rate: int | None = None
     keep_audio: bool = False
+    # Telnyx only: every N-th frame is sent after the next one, as out-of-order RTP would deliver it
+    # ("ordering is not guaranteed", telephony.md 2.2); 0 keeps order.
+    reorder_every: int = 0
     connect_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.duration_s <= 0:
+            raise ValueError("duration_s must be positive")
+        if self.reorder_every and self.carrier != "telnyx":
+            raise ValueError(
+                "reorder_every models out-of-order RTP delivery: Telnyx only (Twilio is in order)"
+            )
+        if self.reorder_every < 0 or self.reorder_every == 1:
+            raise ValueError("reorder_every must be 0 (off) or at least 2")
 
     def inbound_rate(self) -> int:
         if self.carrier == "twilio":

@@ -249,3 +249,44 @@ async def test_cli_runs_against_baseline(
     printed = capsys.readouterr().out
     assert "calls placed / refused / failed  2 / 0 / 0" in printed
     assert (out / "report.html").exists()
+
+
+async def test_telnyx_reorders_frames_when_asked() -> None:
+    chunks: list[int] = []
+
+    async def voice(request: web.Request) -> web.Response:
+        return web.Response(
+            text=f'<Response><Connect><Stream url="ws://{request.host}/telnyx/media" '
+            'bidirectionalMode="rtp"/></Connect></Response>'
+        )
+
+    async def media(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            data = orjson.loads(msg.data)
+            if data["event"] == "media":
+                chunks.append(int(data["media"]["chunk"]))
+                await ws.send_str(orjson.dumps({"event": "media", "media": data["media"]}).decode())
+        return ws
+
+    app = web.Application()
+    app.router.add_post("/telnyx/voice", voice)
+    app.router.add_get("/telnyx/media", media)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            plan = CallPlan(carrier="telnyx", duration_s=1.0, reorder_every=10)
+            r = await place_call(session, url, plan, credentials=CREDS)
+    finally:
+        await runner.cleanup()
+    assert r.errors == [] and r.frames_sent == 50
+    assert sorted(chunks) == list(range(1, 51))
+    swapped = [i for i in range(49) if chunks[i] > chunks[i + 1]]
+    assert len(swapped) == 4  # frames 10, 20, 30, 40 arrive after their successors; 50 is last
+    assert r.latency_ms  # reordering never holds a burst onset, so latency is still measured
+    with pytest.raises(ValueError, match="Telnyx only"):
+        CallPlan(carrier="twilio", reorder_every=10)

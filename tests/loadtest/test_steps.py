@@ -43,3 +43,14 @@ async def test_generator_lateness_makes_step_inconclusive() -> None:
     (step,) = result.steps
     assert step.generator_limited and not step.sustained
     assert any("generator" in r for r in step.reasons)
+
+
+def test_ratio_to_baseline() -> None:
+    from loadtest.runner import ratio_to_baseline
+
+    base = LoadConfig(url="http://x", calls=1, credentials=Credentials(twilio_auth_token="t"))
+    gateway, baseline = _report(base, p99=6.0, ratio=1.0), _report(base, p99=2.0, ratio=1.0)
+    ratios = ratio_to_baseline(gateway, baseline)
+    assert ratios["added_latency_p99_ms"] == {"gateway": 6.0, "baseline": 2.0, "ratio": 3.0}
+    assert ratios["return_ratio"]["ratio"] == 1.0
+    assert ratios["server_cpu_mean_percent"]["ratio"] is None  # no pid sampled: undefined, not zero
