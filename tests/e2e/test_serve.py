@@ -1,0 +1,215 @@
+"""``voicegw serve`` as a real process: health endpoints, metrics, workers, and drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import socket
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from loadtest.carriers.call import place_call
+from loadtest.carriers.plan import CallPlan, Credentials
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServeProcess:
+    proc: asyncio.subprocess.Process
+    url: str
+    db: Path
+    credentials: Credentials
+    internal_url: str | None = None
+
+
+async def _spawn(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> ServeProcess:
+    seed = os.urandom(32)
+    public = (
+        Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    )
+    port = _free_port()
+    db = tmp_path / "serve.db"
+    full_env = {
+        **os.environ,
+        "VOICEGW_TWILIO_AUTH_TOKEN": "serve-test-token",
+        "VOICEGW_TELNYX_PUBLIC_KEY": base64.b64encode(public).decode(),
+        "VOICEGW_DRAIN_SECONDS": "3",
+        "VOICEGW_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
+        **(env or {}),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "serve",
+        "--demo",
+        "--port",
+        str(port),
+        "--db",
+        str(db),
+        *extra,
+        cwd=tmp_path,
+        env=full_env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    internal = full_env.get("VOICEGW_INTERNAL_PORT")
+    health_url = f"http://127.0.0.1:{internal}/health" if internal else url + "/health"
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            try:
+                async with http.get(health_url) as resp:
+                    if resp.status == 200:
+                        break
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)
+        else:
+            proc.kill()
+            out = await proc.stdout.read() if proc.stdout else b""
+            raise AssertionError(f"voicegw serve did not come up:\n{out.decode()[-3000:]}")
+    creds = Credentials(
+        twilio_auth_token="serve-test-token", telnyx_private_key=base64.b64encode(seed).decode()
+    )
+    return ServeProcess(proc, url, db, creds, f"http://127.0.0.1:{internal}" if internal else None)
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[ServeProcess]:
+    sp = await _spawn(tmp_path)
+    yield sp
+    if sp.proc.returncode is None:
+        sp.proc.kill()
+        await sp.proc.wait()
+
+
+async def test_health_ready_metrics(served: ServeProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(served.url + "/health") as resp:
+            assert resp.status == 200 and (await resp.json())["status"] == "ok"
+        async with http.get(served.url + "/ready") as resp:
+            assert resp.status == 200
+        result = await place_call(
+            http, served.url, CallPlan(to="+15550001111", duration_s=1.0), credentials=served.credentials
+        )
+        assert not result.errors and result.frames_received > 0
+        async with http.get(served.url + "/metrics") as resp:
+            text = await resp.text()
+        assert resp.status == 200
+        for name in (
+            "voicegw_live_calls",
+            "voicegw_frames_in_total",
+            "voicegw_frames_out_total",
+            "voicegw_calls_total",
+            "voicegw_provider_connect_seconds_bucket",
+            "voicegw_writer_queue_depth",
+            "voicegw_frames_dropped_total",
+        ):
+            assert name in text, name
+        async with http.get(served.url + "/health/providers") as resp:
+            board = await resp.json()
+        assert "echo" in board["providers"]
+
+
+async def test_sigterm_drains_live_calls_then_exits_zero(served: ServeProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        calls = [
+            asyncio.create_task(
+                place_call(
+                    http,
+                    served.url,
+                    CallPlan(to="+15550001111", duration_s=2.0),
+                    credentials=served.credentials,
+                )
+            )
+            for _ in range(3)
+        ]
+        await asyncio.sleep(0.8)  # calls are live
+        served.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        async with http.get(served.url + "/ready") as resp:
+            assert resp.status == 503
+        refused = await place_call(
+            http, served.url, CallPlan(to="+15550001111", duration_s=1.0), credentials=served.credentials
+        )
+        assert refused.http_status == 503
+        results = await asyncio.gather(*calls)
+    for r in results:
+        assert not r.errors, r.errors
+        assert r.ended_by == "carrier"  # they finished on their own within the drain deadline
+    assert await asyncio.wait_for(served.proc.wait(), 15) == 0
+    with sqlite3.connect(served.db) as conn:
+        rows = conn.execute("SELECT status, ended_at FROM calls WHERE status != 'failed'").fetchall()
+    assert len(rows) == 3 and all(status == "completed" and ended for status, ended in rows)
+
+
+async def test_drain_deadline_ends_remaining_calls_cleanly(tmp_path: Path) -> None:
+    sp = await _spawn(tmp_path, env={"VOICEGW_DRAIN_SECONDS": "1"})
+    async with aiohttp.ClientSession() as http:
+        call = asyncio.create_task(
+            place_call(
+                http,
+                sp.url,
+                CallPlan(to="+15550001111", duration_s=20.0, hangup=False),
+                credentials=sp.credentials,
+            )
+        )
+        await asyncio.sleep(1.0)
+        sp.proc.send_signal(signal.SIGTERM)
+        result = await asyncio.wait_for(call, 15)
+    assert result.ended_by == "gateway"
+    assert await asyncio.wait_for(sp.proc.wait(), 15) == 0
+    with sqlite3.connect(sp.db) as conn:
+        ((status, reason_rows),) = conn.execute(
+            "SELECT c.status, (SELECT count(*) FROM call_events e WHERE e.call_id = c.id"
+            " AND e.event_data LIKE '%gateway_shutdown%') FROM calls c"
+        ).fetchall()
+        billed = conn.execute("SELECT count(*) FROM usage_records").fetchone()[0]
+    assert status == "completed" and reason_rows == 1 and billed >= 1
+
+
+async def test_two_workers_share_the_port(tmp_path: Path) -> None:
+    sp = await _spawn(tmp_path, "--workers", "2")
+    try:
+        async with aiohttp.ClientSession() as http:
+            plan = CallPlan(to="+15550001111", duration_s=1.0)
+            results = await asyncio.gather(
+                *(place_call(http, sp.url, plan, credentials=sp.credentials) for _ in range(6))
+            )
+        assert all(not r.errors and r.frames_received > 0 for r in results)
+    finally:
+        sp.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(sp.proc.wait(), 20) == 0
+    with sqlite3.connect(sp.db) as conn:
+        assert conn.execute("SELECT count(*) FROM calls WHERE status = 'completed'").fetchone()[0] == 6
+
+
+async def test_internal_port_serves_operator_endpoints_only(tmp_path: Path) -> None:
+    internal = _free_port()
+    sp = await _spawn(tmp_path, env={"VOICEGW_INTERNAL_PORT": str(internal)})
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{sp.internal_url}/metrics") as resp:
+                assert resp.status == 200
+            async with http.get(f"{sp.url}/metrics") as resp:
+                assert resp.status == 404
+    finally:
+        sp.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(sp.proc.wait(), 20) == 0
