@@ -3,7 +3,8 @@
 Callers hand it ready-made ``Statement``s (see ``storage.calls``); ``put_nowait`` is a deque
 append, never I/O. One flusher task takes up to ``max_batch`` statements every
 ``flush_interval_s``, groups consecutive statements with identical SQL into one ``executemany``,
-and commits the whole batch in ONE transaction, in enqueue order.
+and commits the whole batch in ONE transaction, in enqueue order. Plain INSERTs of a group are
+sent as multi-row ``VALUES`` chunks (see ``_execute_group``).
 
 Failures:
 - transient (database locked or busy, connection lost): the transaction rolled back, so the same
@@ -24,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from storage.db import Database, Executor
@@ -83,6 +86,46 @@ class _Waiter:
     seq: int
     future: asyncio.Future[None]
     exact: bool  # commit(): fail when this very statement was dropped
+
+
+_PLAIN_INSERT = re.compile(
+    r"^\s*INSERT\s+INTO\s+[\w.]+\s*\([^()]*\)\s*VALUES\s*(\(\s*\?(?:\s*,\s*\?)*\s*\))\s*$", re.IGNORECASE
+)
+_MULTI_ROW_PARAMS = 4000  # params per multi-row INSERT (SQLite >= 3.32 and PostgreSQL allow 32k)
+_MULTI_ROW_MAX = 256
+
+
+@lru_cache(maxsize=256)
+def _multi_row_insert(sql: str) -> tuple[str, int] | None:
+    """``INSERT ... VALUES (?, ?)`` → (the same INSERT with k value tuples, k), or None if not plain."""
+    match = _PLAIN_INSERT.match(sql)
+    if match is None:
+        return None
+    values = match.group(1)
+    rows = min(_MULTI_ROW_MAX, _MULTI_ROW_PARAMS // values.count("?"))
+    if rows < 2:
+        return None
+    return sql[: match.start(1)] + ", ".join([values] * rows), rows
+
+
+async def _execute_group(tx: Executor, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """Runs one SQL for many parameter rows, in order.
+
+    A plain INSERT goes as multi-row ``VALUES (...), (...)`` chunks: one statement step (SQLite)
+    or message (PostgreSQL) per chunk instead of per row, which is most of the cost of a burst.
+    Anything else (upserts, updates) goes through ``executemany``.
+    """
+    multi = _multi_row_insert(sql)
+    done = 0
+    if multi is not None:
+        multi_sql, per_chunk = multi
+        while len(rows) - done >= per_chunk:
+            await tx.execute(multi_sql, [v for row in rows[done : done + per_chunk] for v in row])
+            done += per_chunk
+    if len(rows) - done == 1:
+        await tx.execute(sql, rows[done])
+    elif done < len(rows):
+        await tx.executemany(sql, rows[done:])
 
 
 class Writer:
@@ -271,12 +314,12 @@ class Writer:
             while start < len(batch):
                 sql = batch[start].sql
                 end = start + 1
-                while end < len(batch) and (batch[end].sql is sql or batch[end].sql == sql):
+                while end < len(batch) and batch[end].sql == sql:
                     end += 1
                 if end - start == 1:
                     await tx.execute(sql, batch[start].params)
                 else:
-                    await tx.executemany(sql, [s.params for s in batch[start:end]])
+                    await _execute_group(tx, sql, [s.params for s in batch[start:end]])
                 start = end
 
     async def _write_isolated(self, batch: list[Statement]) -> list[int]:

@@ -192,3 +192,16 @@ def test_statement_is_frozen() -> None:
         stmt.sql = "x"  # type: ignore[misc]
     with pytest.raises(ValueError):
         Writer(None, max_batch=10, max_queue=5)  # type: ignore[arg-type]
+
+
+async def test_bad_row_inside_a_multi_row_chunk_drops_only_itself(db: Database, demo: NumberRoute) -> None:
+    [call_id] = await open_calls(db, demo, 1)
+    writer = Writer(db, max_batch=1000)
+    await writer.start()
+    for i in range(600):  # one batch: two 256-row INSERT chunks and a remainder
+        target = "no-such-call" if i == 300 else call_id
+        writer.put_nowait(calls.insert_event_stmt(target, "tick", {"seq": i}, NOW))
+    await writer.close()
+    assert writer.stats.failures == 1 and writer.stats.rows_written == 599
+    seqs = [e.data()["seq"] for e in await calls.list_events(db, call_id)]  # type: ignore[index]
+    assert seqs == [i for i in range(600) if i != 300]
