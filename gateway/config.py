@@ -81,6 +81,11 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
         "2",
         "How often the health board is persisted to / merged from the database",
     ),
+    (
+        "VOICEGW_BREAKER_COOLDOWN",
+        "30",
+        "Seconds an open provider circuit breaker waits before one trial call",
+    ),
     ("VOICEGW_PROBE_SECONDS", "0", "Active provider probe interval (0 = off)"),
     ("VOICEGW_WRITER_FLUSH_MS", "5", "Writer flush interval"),
     ("VOICEGW_WRITER_BATCH", "2000", "Writer rows per transaction at most"),
@@ -118,6 +123,7 @@ class Settings:
     drain_s: float = 30.0
     region: str = "default"
     health_sync_s: float = 2.0
+    breaker_cooldown_s: float = 30.0
     probe_s: float = 0.0
     writer_flush_ms: float = 5.0
     writer_batch: int = 2000
@@ -152,6 +158,7 @@ class Settings:
             drain_s=float(_env(env, "VOICEGW_DRAIN_SECONDS")),
             region=_env(env, "VOICEGW_REGION"),
             health_sync_s=float(_env(env, "VOICEGW_HEALTH_SYNC_SECONDS")),
+            breaker_cooldown_s=float(_env(env, "VOICEGW_BREAKER_COOLDOWN")),
             probe_s=float(_env(env, "VOICEGW_PROBE_SECONDS")),
             writer_flush_ms=float(_env(env, "VOICEGW_WRITER_FLUSH_MS")),
             writer_batch=int(_env(env, "VOICEGW_WRITER_BATCH")),

@@ -34,7 +34,7 @@ from providers.base import (
     Transcript,
 )
 from providers.registry import KNOWN_PROVIDERS, connector
-from routing.health import HealthBoard
+from routing.health import HealthBoard, HealthPolicy
 from routing.model import (
     AgentInfo,
     CallContext,
@@ -141,7 +141,10 @@ class BoardObserver:
 class ProviderSelector:
     def __init__(self, ctx: GatewayContext) -> None:
         self.ctx = ctx
-        self.board = HealthBoard(node_id=f"{socket.gethostname()}:{os.getpid()}")
+        self.board = HealthBoard(
+            HealthPolicy(cooldown_s=ctx.settings.breaker_cooldown_s),
+            node_id=f"{socket.gethostname()}:{os.getpid()}:{id(self):x}",
+        )
         self.region = ctx.settings.region
         self.observer = BoardObserver(self.board, self.region)
         self._inputs: dict[str, tuple[float, RoutingInputs]] = {}

@@ -169,6 +169,7 @@ class CallSession:
         self.last_provider_event = self.started_mono
         self._provider_connected_at = 0.0
         self._first_audio_seen = False
+        self._lost_provider_at: float | None = None
 
         self.ended = asyncio.Event()
         self.outcome: CallOutcome | None = None
@@ -302,6 +303,7 @@ class CallSession:
                 if outcome == "closed" or self._end_reason is not None:
                     break
                 # dropped: fail over to the next candidate with the transcript so far
+                self._lost_provider_at = time.monotonic()
                 reason = self._failover_requested or outcome
                 self._failover_requested = None
                 self.stats.failovers[reason.split(":")[0]] += 1
@@ -496,7 +498,14 @@ class CallSession:
             audio = converted
         if not self._first_audio_seen:
             self._first_audio_seen = True
-            self._observer.first_audio(self.provider_name, time.monotonic() - self._provider_connected_at)
+            now = time.monotonic()
+            self._observer.first_audio(self.provider_name, now - self._provider_connected_at)
+            if self._lost_provider_at is not None:  # what the caller heard as a gap during failover
+                gap_ms = round((now - self._lost_provider_at) * 1000, 1)
+                self._lost_provider_at = None
+                self._events.event(
+                    self.call_id, "audio_resumed", {"provider": self.provider_name, "gap_ms": gap_ms}
+                )
         item = event.item_id
         if item != self._current_item and self._current_item is not None and self._unmarked_ms:
             await self._send_mark()
