@@ -224,7 +224,11 @@ class Writer:
         await self._wait_for(self._enqueued_seq, exact=False)
 
     async def close(self) -> None:
-        """Stops accepting statements, writes everything queued, stops the flusher."""
+        """Stops accepting statements, writes everything queued, stops the flusher.
+
+        While the database stays unavailable this keeps retrying; bound it with
+        ``asyncio.wait_for`` for a shutdown deadline (cancelling logs what was left unwritten).
+        """
         if self._task is None:
             return
         self._closing = True
@@ -255,8 +259,12 @@ class Writer:
                 if len(self._queue) < self._max_batch and not self._closing:
                     await asyncio.sleep(self._flush_interval_s)
                 await self._flush_once()
+        except asyncio.CancelledError as exc:
+            log.warning("storage writer cancelled with %d statement(s) unwritten", self.depth)
+            self._fail_waiters(exc)
+            raise
         except BaseException as exc:
-            log.exception("storage writer stopped")
+            log.exception("storage writer stopped with %d statement(s) unwritten", self.depth)
             self._fail_waiters(exc)
             raise
 

@@ -56,9 +56,10 @@ async def bench(url: str, rows: int, batch: int, n_calls: int) -> None:
     await db.close()
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"backend={db.dialect} rows={rows} batch={batch} calls={n_calls}")
-    print(f"end-to-end: {rows / elapsed:,.0f} rows/s ({elapsed:.2f} s; producer done after {produced:.2f} s)")
-    print(f"flushes: {stats.batches}, avg {stats.avg_flush_s * 1000:.1f} ms, max {stats.max_flush_s * 1000:.1f} ms,"
-          f" retries {stats.retries}, max depth {stats.max_depth}")
+    print(f"end-to-end: {rows / elapsed:,.0f} rows/s ({elapsed:.2f} s;"
+          f" producer done after {produced:.2f} s)")
+    print(f"flushes: {stats.batches}, avg {stats.avg_flush_s * 1000:.1f} ms,"
+          f" max {stats.max_flush_s * 1000:.1f} ms, retries {stats.retries}, max depth {stats.max_depth}")
     print(f"load average (1/5/15 min): {load} on {os.cpu_count()} CPUs")
 
 
