@@ -2,7 +2,7 @@
 
 The database URL comes from ``--db``, else ``VOICEGW_DB``, else ``var/voicegw.db`` (SQLite).
 Provisioning encrypts API keys with ``VOICEGW_SECRET_KEY``; without it a development key is
-generated into ``var/dev-secret.key`` (with a warning), the same file ``serve --demo`` uses.
+generated into ``var/secret.key`` (with a warning), the same file ``voicegw serve`` uses.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 log = logging.getLogger(__name__)
 
 ENV_KEY = "VOICEGW_SECRET_KEY"
-DEFAULT_DEV_KEY_PATH = Path("var/dev-secret.key")
+DEFAULT_DEV_KEY_PATH = Path("var/secret.key")  # the file `voicegw serve` uses too
 _VERSION = "v1"
 _AAD = b"voicegw-secret-v1"  # binds tokens to this scheme
 _NONCE_BYTES = 12
