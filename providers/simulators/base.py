@@ -70,7 +70,8 @@ class SimulatorServer:
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self._runner = web.AppRunner(self.app(), handle_signals=False)
+        # A stopped simulator is a dead provider: live sessions are cut after 0.2 s, not drained.
+        self._runner = web.AppRunner(self.app(), handle_signals=False, shutdown_timeout=0.2)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
