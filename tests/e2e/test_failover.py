@@ -133,7 +133,7 @@ async def test_kill_provider_mid_call_under_load_then_breaker_cycle(
     tmp_path: Path,
     telnyx_api: TelnyxApi,
 ) -> None:
-    a, b = sims
+    a, _ = sims
     port_a = a.port
     calls = [
         asyncio.create_task(
