@@ -31,8 +31,7 @@ log = logging.getLogger(__name__)
 
 FRAME_S = FRAME_MS / 1000
 _JITTER_GAIN = 1 / 16  # RFC 3550 interarrival-jitter smoothing
-
-
+# How far before a chunk's first sample an estimated onset may fall and still belong to that chunk.
 ONSET_SLACK_S = 0.002
 
 
