@@ -115,8 +115,15 @@ class GatewayContext:
         }
 
 
-async def open_context(settings: Settings, *, demo: bool = False) -> GatewayContext:
-    """Open the database (migrate, recover crashed calls), the writer and the HTTP client."""
+async def open_context(
+    settings: Settings, *, demo: bool = False, recover_calls: bool = True
+) -> GatewayContext:
+    """Open the database (migrate, recover crashed calls), the writer and the HTTP client.
+
+    Recovery: an embedded SQLite database has one gateway, so every open call is a crash leftover.
+    On PostgreSQL several nodes share the calls table: only this node's calls are closed at once,
+    other nodes' only when older than the longest possible call.
+    """
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     db = await open_database(settings.db_url)
     await migrate(db)
@@ -125,12 +132,18 @@ async def open_context(settings: Settings, *, demo: bool = False) -> GatewayCont
         from storage.provision import provision_demo
 
         await provision_demo(db, box)
-    recovered = await recover(db, int(time.time()))
-    if recovered:
-        log.warning("recovered %d call(s) left open by a previous crash", len(recovered))
-    billed = await bill_recovered_calls(db, int(time.time()))
-    if billed:
-        log.warning("billed %d recovered call(s)", billed)
+    if recover_calls:
+        now = int(time.time())
+        if db.dialect == "postgresql":
+            stale = int(settings.max_call_s) + 60
+            recovered = await recover(db, now, stale_after_s=stale, node_id=settings.node_id)
+        else:
+            recovered = await recover(db, now)
+        if recovered:
+            log.warning("recovered %d call(s) left open by a previous crash", len(recovered))
+        billed = await bill_recovered_calls(db, now)
+        if billed:
+            log.warning("billed %d recovered call(s)", billed)
     writer = Writer(db, flush_interval_s=settings.writer_flush_ms / 1000, max_batch=settings.writer_batch)
     await writer.start()
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,11 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
     ("VOICEGW_PRECONNECT", "1", "Open the provider connection while answering the webhook (1/0)"),
     ("VOICEGW_PRECONNECT_TTL", "15", "Seconds an unused pre-connection is kept"),
     ("VOICEGW_DRAIN_SECONDS", "30", "On SIGTERM: how long live calls may continue before they are ended"),
+    (
+        "VOICEGW_NODE_ID",
+        "",
+        "Name of this gateway machine, kept in calls.metadata for crash recovery (default: hostname)",
+    ),
     ("VOICEGW_REGION", "default", "Region name used on the provider health board"),
     (
         "VOICEGW_HEALTH_SYNC_SECONDS",
@@ -122,6 +128,7 @@ class Settings:
     preconnect_ttl_s: float = 15.0
     drain_s: float = 30.0
     region: str = "default"
+    node_id: str = field(default_factory=socket.gethostname)
     health_sync_s: float = 2.0
     breaker_cooldown_s: float = 30.0
     probe_s: float = 0.0
@@ -157,6 +164,7 @@ class Settings:
             preconnect_ttl_s=float(_env(env, "VOICEGW_PRECONNECT_TTL")),
             drain_s=float(_env(env, "VOICEGW_DRAIN_SECONDS")),
             region=_env(env, "VOICEGW_REGION"),
+            node_id=_env(env, "VOICEGW_NODE_ID") or socket.gethostname(),
             health_sync_s=float(_env(env, "VOICEGW_HEALTH_SYNC_SECONDS")),
             breaker_cooldown_s=float(_env(env, "VOICEGW_BREAKER_COOLDOWN")),
             probe_s=float(_env(env, "VOICEGW_PROBE_SECONDS")),

@@ -70,10 +70,10 @@ async def _prepare(settings: Settings, demo: bool) -> None:
     await close_context(ctx)
 
 
-async def _serve(settings: Settings, demo: bool, reuse_port: bool) -> None:
+async def _serve(settings: Settings, demo: bool, reuse_port: bool, recover_calls: bool = True) -> None:
     from gateway.app import close_context, create_app, drain, internal_app, open_context
 
-    ctx = await open_context(settings, demo=demo)
+    ctx = await open_context(settings, demo=demo, recover_calls=recover_calls)
     app = create_app(ctx, include_internal=settings.internal_port is None)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
@@ -138,7 +138,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         pid = os.fork()
         if pid == 0:  # worker
             try:
-                _run(_serve(settings, False, reuse_port=True))
+                _run(_serve(settings, False, reuse_port=True, recover_calls=False))  # parent recovered
             finally:
                 os._exit(0)
         children.append(pid)

@@ -175,6 +175,7 @@ async def admit_call(
             provider_call_sid=carrier_call_id,
             voice_provider_used=plan.attempts[0].provider,
             started_at=now,
+            metadata={"node": ctx.settings.node_id},
         )
     )
     ctx.recorder.statement(

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import orjson
+
 from storage.calls import finish_call_stmt, insert_event_stmt
 from storage.db import Database
 
@@ -38,7 +40,7 @@ class RecoveredCall:
 
 _OPEN_CALLS = """
 SELECT c.id, c.workspace_id, c.agent_id, c.phone_number_id, c.voice_provider_used, c.status,
-       c.started_at, c.transcription, c.cost_total,
+       c.started_at, c.transcription, c.cost_total, c.metadata,
        (SELECT MAX(e.timestamp) FROM call_events e WHERE e.call_id = c.id) AS last_event
 FROM calls c
 WHERE c.status IN ('ringing', 'in-progress')
@@ -46,15 +48,23 @@ ORDER BY c.started_at, c.id
 """
 
 
-async def recover(db: Database, now_s: int, *, stale_after_s: int = 0) -> list[RecoveredCall]:
-    """Closes open calls whose last activity is at least ``stale_after_s`` old; returns them."""
+async def recover(
+    db: Database, now_s: int, *, stale_after_s: int = 0, node_id: str | None = None
+) -> list[RecoveredCall]:
+    """Closes open calls whose last activity is at least ``stale_after_s`` old; returns them.
+
+    With ``node_id`` (several gateways on one PostgreSQL), a call whose ``metadata.node`` names
+    this node is ours and closed at once; another node's call only once ``stale_after_s`` old,
+    since that node may still be serving it.
+    """
     recovered: list[RecoveredCall] = []
     async with db.transaction() as tx:
         for row in await tx.fetchall(_OPEN_CALLS):
             started_at = int(row["started_at"])
             last_event = row["last_event"]
             ended_at = started_at if last_event is None else max(started_at, int(last_event))
-            if now_s - ended_at < stale_after_s:
+            ours = node_id is not None and _node_of(row["metadata"]) == node_id
+            if not ours and now_s - ended_at < stale_after_s:
                 continue
             call = RecoveredCall(
                 id=row["id"], workspace_id=row["workspace_id"], agent_id=row["agent_id"],
@@ -75,3 +85,12 @@ async def recover(db: Database, now_s: int, *, stale_after_s: int = 0) -> list[R
     if recovered:
         log.warning("recovered %d call(s) left open by a previous run", len(recovered))
     return recovered
+
+
+def _node_of(metadata: str | None) -> str | None:
+    """The gateway node that created a call (``calls.metadata.node``), if it says."""
+    try:
+        value = orjson.loads(metadata) if metadata else None
+    except orjson.JSONDecodeError:
+        return None
+    return value.get("node") if isinstance(value, dict) else None

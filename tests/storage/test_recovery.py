@@ -61,3 +61,26 @@ async def test_recover_spares_recently_active_calls(db: Database, demo: NumberRo
     assert [r.id for r in recovered] == [quiet]
     still_open = await calls.get_call(db, busy)
     assert still_open is not None and still_open.status == "in-progress"
+
+
+async def test_recover_on_a_shared_database_closes_only_this_nodes_recent_calls(
+    db: Database, demo: NumberRoute
+) -> None:
+    assert demo.agent is not None
+
+    async def call_of(node: str, started_at: int) -> str:
+        call_id = new_id()
+        await run(db, calls.insert_call_stmt(
+            call_id=call_id, workspace_id=demo.workspace.id, agent_id=demo.agent.id,  # type: ignore[union-attr]
+            phone_number_id=demo.number.id, caller_number="+15551230000", direction="inbound",
+            status="in-progress", voice_provider_used="echo", started_at=started_at,
+            metadata={"node": node}))
+        return call_id
+
+    mine = await call_of("gw-a", NOW + 500)
+    theirs_live = await call_of("gw-b", NOW + 500)
+    theirs_dead = await call_of("gw-b", NOW - 5000)
+    recovered = await recover(db, NOW + 600, stale_after_s=3660, node_id="gw-a")
+    assert sorted(r.id for r in recovered) == sorted([mine, theirs_dead])
+    still_open = await calls.get_call(db, theirs_live)
+    assert still_open is not None and still_open.status == "in-progress"
