@@ -140,12 +140,18 @@ class CarrierTap:
     def clear_times(self) -> list[float]:
         return [t for t, m in self.messages if m.get("event") == "clear"]
 
-    def tone_times(self, hz: float, *, after: float = float("-inf")) -> list[float]:
-        """Arrival times of μ-law media frames whose strongest frequency is ``hz``."""
+    def tone_chunks(self, hz: float, *, after: float = float("-inf")) -> list[tuple[float, float]]:
+        """(arrival time, seconds of audio) of μ-law media messages whose strongest frequency is ``hz``."""
         return [
-            t for t, audio in self.media()
+            (t, len(audio) / MULAW_8000.bytes_per_second) for t, audio in self.media()
             if t > after and abs(dominant_frequency(audio, MULAW_8000) - hz) < TONE_TOLERANCE_HZ
         ]
+
+    def tone_times(self, hz: float, *, after: float = float("-inf")) -> list[float]:
+        return [t for t, _ in self.tone_chunks(hz, after=after)]
+
+    def tone_seconds(self, hz: float, *, after: float = float("-inf")) -> float:
+        return sum(s for _, s in self.tone_chunks(hz, after=after))
 
 
 def tapped_http() -> tuple[aiohttp.ClientSession, CarrierTap]:
