@@ -1,6 +1,6 @@
 """Time from the carrier's webhook to the first agent audio, with and without provider pre-connect.
 
-Run: .venv/bin/python tests/bench/bench_preconnect.py [--calls 10] [--provider-delay 0.3] [--carrier-delay 0.4]
+Run: .venv/bin/python tests/bench/bench_preconnect.py [--calls 10] [--provider-delay S] [--carrier-delay S]
 The provider simulator takes ``--provider-delay`` to accept a connection (real providers: 100-800 ms);
 the fake carrier waits ``--carrier-delay`` between TwiML and opening the media socket, as Twilio does.
 """
