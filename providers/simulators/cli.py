@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import sys
 
 SIMULATORS: dict[str, str] = {
     "elevenlabs": "providers.simulators.elevenlabs:ElevenLabsSimulator",
@@ -17,14 +18,20 @@ SIMULATORS: dict[str, str] = {
 }
 
 
+# Simulators whose sessions honour ``Script.relay`` (frame-by-frame echo for ``voicegw bench``).
+RELAY_CAPABLE = frozenset({"deepgram"})
+
+
 def simulator_class(name: str) -> type:
     module_name, attr = SIMULATORS[name].split(":")
     cls: type = getattr(importlib.import_module(module_name), attr)
     return cls
 
 
-async def _run(name: str, host: str, port: int) -> None:
+async def _run(name: str, host: str, port: int, relay: bool = False) -> None:
     sim = simulator_class(name)()
+    if relay:
+        sim.script.relay = True
     bound = await sim.start(host, port)
     print(f"{name} simulator listening on {host}:{bound}", flush=True)
     try:
@@ -34,8 +41,11 @@ async def _run(name: str, host: str, port: int) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    if args.relay and args.provider not in RELAY_CAPABLE:
+        print(f"error: --relay is implemented for: {', '.join(sorted(RELAY_CAPABLE))}", file=sys.stderr)
+        return 2
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run(args.provider, args.host, args.port))
+        asyncio.run(_run(args.provider, args.host, args.port, args.relay))
     return 0
 
 
@@ -44,4 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("provider", choices=sorted(SIMULATORS))
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
+    p.add_argument(
+        "--relay", action="store_true", help="send every caller frame straight back (latency benchmarks)"
+    )
     p.set_defaults(func=_cmd)

@@ -212,7 +212,10 @@ class _Session(ScriptedSession):
                 if len(msg.data) % self.in_fmt.sample_width:
                     await _fatal(ws, record, "USER_AUDIO_FORMAT", "Audio does not match the declared format.")
                     return
-                await self.hear(to_pcm16(msg.data, self.in_fmt))
+                if self.script.relay:
+                    await self.relay(msg.data)
+                else:
+                    await self.hear(to_pcm16(msg.data, self.in_fmt))
                 continue
             if msg.type is not WSMsgType.TEXT:
                 continue

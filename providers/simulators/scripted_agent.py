@@ -70,6 +70,14 @@ def from_pcm16(pcm16: bytes, fmt: AudioFormat) -> bytes:
     return pcm16_to_ulaw(pcm16) if fmt.encoding == "mulaw" else pcm16
 
 
+def convert_audio(data: bytes, src: AudioFormat, dst: AudioFormat) -> bytes:
+    """Caller audio in ``src`` re-encoded as ``dst`` (bytes unchanged when the formats match)."""
+    if src == dst:
+        return data
+    pcm = resample_pcm16(to_pcm16(data, src), src.sample_rate, dst.sample_rate)
+    return from_pcm16(pcm, dst)
+
+
 def resample_pcm16(pcm16: bytes, src_rate: int, dst_rate: int) -> bytes:
     if src_rate == dst_rate or not pcm16:
         return pcm16
@@ -131,6 +139,9 @@ class Script:
     farewell_hz: float = 660.0
     chunk_ms: int = 100  # agent audio chunk size on the wire
     speedup: float = 5.0  # agent audio is sent this much faster than real time
+    # Relay mode (benchmarks): no greeting, no turns; every caller frame goes straight back in the
+    # output format, so latency through a real provider socket can be timed frame by frame.
+    relay: bool = False
 
 
 @dataclass(slots=True)
@@ -217,7 +228,7 @@ class ScriptedSession(ABC):
         """Start the greeting (if greeting-first) and the fault timers."""
         self.sim.sessions_started += 1
         self.sim.sessions_active += 1
-        if self.script.greeting_first:
+        if self.script.greeting_first and not self.script.relay:
             greeting = tone_pcm16(self.script.greeting_hz, self.script.greeting_ms, self.out_fmt.sample_rate)
             self._speech_task = self.sim.spawn(self._turn(0, greeting, "greeting"))
         f = self.faults
@@ -247,6 +258,11 @@ class ScriptedSession(ABC):
     @property
     def speaking(self) -> bool:
         return time.monotonic() < self._play_until
+
+    async def relay(self, data: bytes) -> None:
+        """Relay mode: one caller frame (in ``in_fmt``) straight back as agent audio."""
+        if not self.faults.mute:
+            await self.send_agent_audio(convert_audio(data, self.in_fmt, self.out_fmt))
 
     async def hear(self, pcm16: bytes) -> None:
         """Caller audio (PCM16 at ``in_fmt.sample_rate``), one frame at a time."""
