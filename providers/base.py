@@ -33,6 +33,10 @@ class AudioFormat:
 
     encoding: Encoding
     sample_rate: int
+    ms_per_byte: float = field(init=False, repr=False, compare=False)  # hot path: one multiply per frame
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ms_per_byte", 1000.0 / (self.sample_rate * self.sample_width))
 
     @property
     def sample_width(self) -> int:
@@ -46,7 +50,7 @@ class AudioFormat:
         return int(self.bytes_per_second * ms / 1000) // self.sample_width * self.sample_width
 
     def ms_for_bytes(self, n: int) -> float:
-        return n * 1000.0 / self.bytes_per_second
+        return n * self.ms_per_byte
 
     def __str__(self) -> str:
         return f"{self.encoding}/{self.sample_rate}"
@@ -107,7 +111,8 @@ class Audio:
 
     @property
     def duration_ms(self) -> float:
-        return self.fmt.ms_for_bytes(self.nbytes)
+        raw = self._raw
+        return (len(raw) if raw is not None else self.nbytes) * self.fmt.ms_per_byte
 
     def __repr__(self) -> str:
         return f"Audio({self.fmt}, {self.nbytes} B)"

@@ -59,9 +59,10 @@ class EchoSession(ProviderSession):
     async def send_audio(self, audio: Audio) -> None:
         if self._closed:
             return
-        self.usage.audio_in_ms += audio.duration_ms
+        ms = audio.duration_ms
+        self.usage.audio_in_ms += ms
         if not self._muted:
-            self.usage.audio_out_ms += audio.duration_ms
+            self.usage.audio_out_ms += ms
             self._push(AudioOut(audio))
 
     async def send_dtmf(self, digit: str) -> None:
