@@ -108,3 +108,36 @@ async def test_provider_hangup_drains_then_ends_carrier_leg(
     events = await _events(gateway, result.call_id or "")
     assert ("provider_hangup", {"provider": "echo", "reason": "agent_goodbye"}) in events
     assert "agent: Goodbye." in str(call["transcription"])
+
+
+async def test_max_call_duration_ends_the_call(tmp_path, telnyx_api) -> None:  # type: ignore[no-untyped-def]
+    from tests.e2e.conftest import make_settings, start_gateway, stop_gateway
+
+    settings, creds = make_settings(tmp_path, telnyx_api.base_url, max_call_s=1.5)
+    gw, runner = await start_gateway(settings, creds, telnyx_api)
+    try:
+        result = await _call(gw, CallPlan(to=TWILIO_NUMBER, duration_s=8.0, hangup=False))
+        assert result.ended_by == "gateway"
+        call = await _wait_call_closed(gw, result.call_id or "")
+        assert call["status"] == "completed" and int(call["duration_seconds"]) <= 4  # type: ignore[arg-type]
+        ended = [d for k, d in await _events(gw, result.call_id or "") if k == "ended"]
+        assert ended[0]["reason"] == "max_duration"
+    finally:
+        await stop_gateway(gw, runner)
+
+
+async def test_silent_carrier_is_ended_by_the_idle_timeout(tmp_path, telnyx_api) -> None:  # type: ignore[no-untyped-def]
+    from tests.e2e.conftest import make_settings, start_gateway, stop_gateway
+    from tests.e2e.test_bad_input import _close_code, _started
+
+    settings, creds = make_settings(tmp_path, telnyx_api.base_url, idle_timeout_s=1.0)
+    gw, runner = await start_gateway(settings, creds, telnyx_api)
+    try:
+        ws, target = await _started(gw)  # start, then nothing at all
+        assert await _close_code(ws, wait_s=5.0) == 4408
+        call = await _wait_call_closed(gw, target.parameters["call_id"])
+        assert call["status"] == "completed"
+        ended = [d for k, d in await _events(gw, target.parameters["call_id"]) if k == "ended"]
+        assert ended[0]["reason"] == "carrier_idle_timeout"
+    finally:
+        await stop_gateway(gw, runner)
