@@ -36,6 +36,7 @@ from providers.base import (
 from providers.registry import KNOWN_PROVIDERS, connector
 from routing.health import HealthBoard, HealthPolicy
 from routing.model import (
+    KEYLESS_PROVIDERS,
     AgentInfo,
     CallContext,
     Decision,
@@ -44,10 +45,19 @@ from routing.model import (
     Strategy,
     WorkspaceProvider,
 )
+from routing.probes import ProbePlan
 from routing.router import route
 from storage.calls import load_call_setup
+from storage.models import PlatformProviderConfig
 from storage.models import ProviderHealth as HealthRow
-from storage.provider_configs import RoutingInputs, load_health, load_routing_inputs, upsert_health_stmt
+from storage.provider_configs import (
+    RoutingInputs,
+    list_platform_configs,
+    load_health,
+    load_routing_inputs,
+    upsert_health_stmt,
+)
+from storage.secrets import SecretError
 
 if TYPE_CHECKING:
     from gateway.app import GatewayContext
@@ -150,6 +160,8 @@ class ProviderSelector:
         self._inputs: dict[str, tuple[float, RoutingInputs]] = {}
         self._preconnects: dict[str, _Preconnect] = {}
         self._sync_task: asyncio.Task[None] | None = None
+        self._probe_task: asyncio.Task[None] | None = None
+        self._probe_plan = ProbePlan(ctx.settings.probe_s) if ctx.settings.probe_s > 0 else None
         self._setups: dict[str, CallSetup] = {}
 
     # ------------------------------------------------------------------ call setups
@@ -276,7 +288,7 @@ class ProviderSelector:
             if encrypted:
                 try:
                     api_key = box.decrypt(encrypted)
-                except ValueError as exc:
+                except SecretError as exc:
                     raise ProviderError(ErrorKind.CONFIG, f"stored key unusable: {exc}") from None
             ctx = ProviderContext(
                 call_id=setup.call_id,
@@ -336,8 +348,61 @@ class ProviderSelector:
 
     # ------------------------------------------------------------------ health persistence
     def start(self) -> None:
+        loop = asyncio.get_running_loop()
         if self._sync_task is None:
-            self._sync_task = asyncio.get_running_loop().create_task(self._sync_loop())
+            self._sync_task = loop.create_task(self._sync_loop())
+        if self._probe_plan is not None and self._probe_task is None:
+            self._probe_task = loop.create_task(self._probe_loop(self._probe_plan))
+
+    # ------------------------------------------------------------------ active probes
+    async def _probe_loop(self, plan: ProbePlan) -> None:
+        """Every second: connect-and-close the enabled providers that are due (``routing.probes``)."""
+        while True:
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(Exception):
+                configs = [
+                    p
+                    for p in await list_platform_configs(self.ctx.db)
+                    if p.is_enabled and p.provider in KNOWN_PROVIDERS and p.provider not in KEYLESS_PROVIDERS
+                ]
+                now = time.monotonic()
+                by_name = {p.provider: p for p in configs}
+                due = plan.due(((p.provider, self.region) for p in configs), self.board.view(now), now)
+                for provider, region in due:
+                    if not self.board.try_acquire_trial(provider, region, now):
+                        continue
+                    plan.mark_probed(provider, region, now)
+                    await self.probe(by_name[provider])
+
+    async def probe(self, config: PlatformProviderConfig) -> None:
+        """One cheap connect-and-close with the platform key; the outcome feeds the health board.
+
+        Providers that need an agent to connect take it from the platform config's ``probe`` object
+        (e.g. ``{"probe": {"agent_id": "..."}}``), used as the probe's ``voice_config``.
+        """
+        provider = config.provider
+        platform_config = _json(config.config)
+        t0 = time.monotonic()
+        try:
+            ctx = ProviderContext(
+                call_id=f"probe-{provider}",
+                provider=provider,
+                http=self.ctx.http,
+                api_key=self.ctx.box.decrypt(config.api_key_encrypted) if config.api_key_encrypted else None,
+                config=platform_config,
+                voice_config=platform_config.get("probe") or {},
+                connect_timeout=self.ctx.settings.provider_connect_deadline_s,
+            )
+            session = await asyncio.wait_for(connector(provider)(ctx), ctx.connect_timeout)
+        except (ProviderError, TimeoutError, OSError, SecretError) as exc:
+            kind = exc.kind.value if isinstance(exc, ProviderError) else ErrorKind.TIMEOUT.value
+            if isinstance(exc, SecretError):
+                kind = ErrorKind.CONFIG.value
+            self.board.observe_error(provider, self.region, kind, time.monotonic(), message=f"probe: {exc}")
+            log.info("probe of %s failed: %s", provider, exc)
+            return
+        self.board.observe_connect(provider, self.region, (time.monotonic() - t0) * 1000, time.monotonic())
+        await session.close()
 
     async def _sync_loop(self) -> None:
         interval = self.ctx.settings.health_sync_s
@@ -355,10 +420,11 @@ class ProviderSelector:
         self.board.merge_rows([_health_row_dict(r) for r in rows], now, wall)
 
     async def close(self) -> None:
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._sync_task
+        for task in (self._sync_task, self._probe_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         for pre in self._preconnects.values():
             await _close_task_result(pre.task)
         self._preconnects.clear()
