@@ -8,13 +8,14 @@ import os
 import sys
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from loadtest.carriers.plan import Credentials
 from loadtest.report import format_table, write_report
-from loadtest.runner import LoadConfig, LoadReport, Progress, run_load
+from loadtest.runner import LoadConfig, Progress, run_load
 
 _NON_TTY_PROGRESS_EVERY_S = 5.0
+_T = TypeVar("_T")
 
 
 class _ProgressPrinter:
@@ -42,7 +43,7 @@ class _ProgressPrinter:
             sys.stderr.write("\n")
 
 
-def _run_fast(main: Coroutine[Any, Any, LoadReport]) -> LoadReport:
+def _run_fast(main: Coroutine[Any, Any, _T]) -> _T:
     """uvloop when available: it cut the generator's CPU per frame by 15-25 % here, leaving more for the
     gateway on a shared machine."""
     try:
@@ -91,7 +92,60 @@ def _cmd(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def _steps(text: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--steps wants comma-separated integers, got {text!r}") from None
+    if not steps or any(n <= 0 for n in steps) or list(steps) != sorted(steps):
+        raise argparse.ArgumentTypeError("--steps must be positive and increasing")
+    return steps
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from loadtest.bench import BenchOptions, run_bench
+    from loadtest.bench_report import write_results
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    given = {
+        k: v
+        for k, v in {
+            "steps": args.steps,
+            "duration_s": args.duration,
+            "runs": args.runs,
+            "out": Path(args.out),
+            "only": tuple(args.only.split(",")) if args.only else (),
+            "profile": False if args.no_profile else None,
+        }.items()
+        if v is not None
+    }
+    options = BenchOptions.quick_mode(**given) if args.quick else BenchOptions(**given)
+    try:
+        doc = _run_fast(run_bench(options, progress=lambda line: print(line, file=sys.stderr, flush=True)))
+    except KeyboardInterrupt:
+        print("interrupted: every process the bench started has been stopped", file=sys.stderr)
+        return 130
+    md = write_results(doc, options.out)
+    for t in doc["targets"]:
+        print(f"{t['verdict']:>17}  {t['target']}: {t['evidence']}")
+    print(f"results: {md}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser("bench", help="run the standard benchmark matrix on this machine")
+    b.add_argument("--quick", action="store_true", help="tiny steps, one run: a ~1 minute smoke test")
+    b.add_argument("--steps", type=_steps, help="concurrency steps, e.g. 50,100,200 (default: 50…1600)")
+    b.add_argument("--duration", type=float, help="seconds each step is held at full load (default 10)")
+    b.add_argument("--runs", type=int, help="runs per scenario; figures are medians (default 3)")
+    b.add_argument("--out", default="bench/results", help="results directory (default bench/results)")
+    b.add_argument("--only", help="comma-separated scenarios: baseline,a,b,c,d (default: all)")
+    b.add_argument("--no-profile", action="store_true", help="skip the py-spy hot-spot pass on (a) and (b)")
+    b.set_defaults(func=_cmd_bench)
+
     p = sub.add_parser("loadtest", help="place many simulated carrier calls against a gateway")
     p.add_argument("--url", required=True, help="gateway base URL, e.g. http://127.0.0.1:8080")
     p.add_argument("--calls", type=int, default=10, help="number of calls")

@@ -1,0 +1,241 @@
+"""Writing ``voicegw bench`` results: ``<date>.json`` (everything), ``<date>.md`` (tables, targets) and
+small PNG plots under ``<date>/``. Rendering works from the JSON document alone, so a results file can
+be re-rendered (and tested) without re-running the bench."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+PLOTS = (
+    ("latency_p99.png", "latency_p99_ms", "p99 added latency (ms)"),
+    ("cpu_per_call.png", "cpu_ms_per_call_s", "server CPU per call (ms per call-second)"),
+    ("rss_per_call.png", "kb_per_call", "RSS per live call (KB)"),
+)
+
+_STEP_COLUMNS = (
+    ("calls", "calls", "{:d}"),
+    ("status", "status", "{}"),
+    ("return_ratio", "frames back", "{:.4f}"),
+    ("latency_p50_ms", "p50 ms", "{:.1f}"),
+    ("latency_p95_ms", "p95 ms", "{:.1f}"),
+    ("latency_p99_ms", "p99 ms", "{:.1f}"),
+    ("latency_max_ms", "max ms", "{:.1f}"),
+    ("jitter_mean_ms", "jitter ms", "{:.2f}"),
+    ("lateness_p99_ms", "gen. late p99 ms", "{:.1f}"),
+    ("server_cpu_percent", "server CPU %", "{:.0f}"),
+    ("cpu_ms_per_call_s", "CPU ms/call-s", "{:.2f}"),
+    ("server_rss_mb", "RSS MB", "{:.0f}"),
+    ("kb_per_call", "KB/call", "{:.0f}"),
+    ("generator_cpu_percent", "gen. CPU %", "{:.0f}"),
+    ("simulator_cpu_percent", "sim. CPU %", "{:.0f}"),
+    ("load_before", "load before", "{:.2f}"),
+    ("load_after", "load after", "{:.2f}"),
+)
+
+
+def _cell(fmt: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
+    """The human summary: machine, targets with evidence, one table per scenario, ratios, plots."""
+    m, o = doc["machine"], doc["options"]
+    out = [
+        f"# voicegw bench — {doc['date']}",
+        "",
+        f"Machine: {m['nproc']} cores ({m['cpu_model']}), Python {m['python']}, "
+        f"aiohttp {m['aiohttp']}, uvloop {m['uvloop']}. Load average before {m['load_average']}, "
+        f"after {m['load_average_after']} (other jobs shared this machine).",
+        "",
+        f"Server pinned to core {o['server_core']} (scenario (d): both cores); load generator and "
+        f"provider simulator on core {o['generator_core']}. Steps {o['steps']}, calls ramped in over "
+        f"{o['ramp_s']:g} s, "
+        f"held {o['duration_s']:g} s; figures are medians of {o['runs']} run(s)"
+        + (" (QUICK smoke test: tiny steps, not a measurement)" if o["quick"] else "")
+        + ". A step is sustained when ≥ "
+        f"{doc['criteria']['min_return_ratio'] * 100:g} % of frames come back, p99 added latency ≤ "
+        f"{doc['criteria']['max_p99_ms']:g} ms and no call fails; it is **generator-limited** when the "
+        "generator's own lateness p99 exceeds "
+        f"{doc['criteria']['max_generator_lateness_p99_ms']:g} ms while the server still had CPU to "
+        "spare (then the gateway was not shown to fail). CPU is sampled from /proc over "
+        "the hold window (server process and its children); KB/call = (RSS - idle RSS) / calls.",
+        "",
+        "## Targets",
+        "",
+    ]
+    out += _table(
+        ["target", "verdict", "evidence"],
+        [[t["target"], f"**{t['verdict']}**", t["evidence"]] for t in doc["targets"]],
+    )
+    out += [
+        "",
+        "PROJECTION = 1 core (2 for (d)) / server CPU per call at the largest clean step: what CPU alone "
+        "would "
+        "allow if the generator kept up. It is an extrapolation, not a measurement; latency usually degrades "
+        "before a core is 100 % busy.",
+        "",
+    ]
+    for key, s in doc["scenarios"].items():
+        out += [f"## ({key}) {s['title']}" if key != "baseline" else f"## {s['title']}", ""]
+        if s.get("number"):
+            out.append(f"Dialled number {s['number']}, {s['workers']} worker(s), cores {s['server_cores']}.")
+        proj = s.get("projection")
+        summary = (
+            f"Max sustained (median of runs): **{s['max_sustained']}** calls "
+            f"(per run {s['max_sustained_per_run']}; search stopped: {s['stopped_by']})."
+        )
+        if proj:
+            summary += (
+                f" CPU PROJECTION: ~{proj['projected_calls']} calls on {proj['cores']} core(s) "
+                f"({proj['cpu_ms_per_call_s']:.2f} ms CPU per call-second at {proj['at_step']} calls"
+                + ("" if proj["from_clean_step"] else ", not a clean step")
+                + ")."
+            )
+        out += [summary, ""]
+        loads = "; ".join(f"run {x['run']}: {x['before']} → {x.get('after')}" for x in s["load"])
+        if loads:
+            out += [f"Load average (1/5/15 min) before → after: {loads}.", ""]
+        floors = [c for c in s.get("criteria", []) if c["max_p99_ms"] != doc["criteria"]["max_p99_ms"]]
+        if floors:
+            c = floors[0]
+            out += [
+                f"**Constant latency floor**: {c['latency_floor_ms']:.0f} ms added at 2 calls "
+                f"(run {c['run']}), so steps here are judged on what load adds above it: p99 <= "
+                f"{c['max_p99_ms']:.0f} ms, frames back >= {c['min_return_ratio']:.4f} (audio still in "
+                "flight at hang-up is not lost). The absolute figures are in the table.",
+                "",
+            ]
+        rows = [[_cell(fmt, step.get(name)) for name, _, fmt in _STEP_COLUMNS] for step in s["steps"]]
+        if rows:
+            out += _table([label for _, label, _ in _STEP_COLUMNS], rows)
+            out.append("")
+        if s["ratios_to_baseline"]:
+            out += ["Ratio to the baseline at the same step (gateway / baseline):", ""]
+            out += _table(
+                ["calls", "CPU/call", "p50", "p99", "KB/call", "jitter"],
+                [
+                    [str(r["calls"])]
+                    + [
+                        _cell("{:.2f}x", r[k])
+                        for k in (
+                            "cpu_ms_per_call_s",
+                            "latency_p50_ms",
+                            "latency_p99_ms",
+                            "kb_per_call",
+                            "jitter_mean_ms",
+                        )
+                    ]
+                    for r in s["ratios_to_baseline"]
+                ],
+            )
+            out.append("")
+        for err in s["errors"]:
+            out += [f"Error: `{err.splitlines()[0]}`", ""]
+        failures = [
+            f"{step['calls']} calls (run {i + 1}): " + "; ".join(step["reasons"])
+            for i, run in enumerate(s["runs"])
+            for step in run
+            if step["reasons"]
+        ]
+        if failures:
+            out += ["Why steps were not sustained:", ""] + [f"- {f}" for f in failures] + [""]
+    wh = doc["webhook"]
+    out += ["## Webhook → TwiML", ""]
+    if wh["runs"]:
+        header = ["run", "server", "rate/s", "requests", "answers", "p50 ms", "p95 ms", "p99 ms", "max ms"]
+        rows = [
+            [
+                str(i + 1),
+                server,
+                f"{w['achieved_rate_per_s']:.1f}",
+                str(w["requests"]),
+                str(w["answers"]),
+                *(f"{w['round_trip_ms'][k]:.1f}" for k in ("p50", "p95", "p99", "max")),
+                f"{w['load_before']} → {w['load_after']}",
+            ]
+            for i, run in enumerate(wh["runs"])
+            for server, w in (("gateway", run), ("baseline", run.get("baseline")))
+            if w is not None
+        ]
+        out += _table([*header, "load before → after"], rows)
+        out.append("")
+    else:
+        out += ["Not run.", ""]
+    profiles = {k: s["profile"] for k, s in doc["scenarios"].items() if s.get("profile")}
+    if profiles:
+        out += ["## Profile hot spots (py-spy, separate unmeasured step)", ""]
+        for key, p in profiles.items():
+            if "error" in p:
+                out += [f"({key}): {p['error']}", ""]
+                continue
+            out += [
+                f"({key}) {p['calls']} calls, {p['samples']} samples over {p['seconds']} s; own time:",
+                "",
+            ]
+            out += _table(["function", "own %"], [[f"`{n}`", f"{v:.1f}"] for n, v in p["own_percent"]])
+            out += ["", "Inclusive:", ""]
+            out += _table(
+                ["function", "incl. %"], [[f"`{n}`", f"{v:.1f}"] for n, v in p["inclusive_percent"]]
+            )
+            out.append("")
+    if plots_dir is not None:
+        out += ["## Plots", ""] + [f"![{label}]({plots_dir}/{name})" for name, _, label in PLOTS] + [""]
+    out.append(f"Raw figures: [{doc['date']}.json]({doc['date']}.json)")
+    return "\n".join(out) + "\n"
+
+
+def write_plots(doc: dict[str, Any], directory: Path) -> list[Path]:
+    """One small PNG per figure, every scenario a line over concurrency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, figure, label in PLOTS:
+        fig, ax = plt.subplots(figsize=(6, 3), dpi=72)
+        for key, s in doc["scenarios"].items():
+            steps = s["steps"]
+            if steps:
+                ax.plot(
+                    [x["calls"] for x in steps], [x[figure] for x in steps], "o-", markersize=3, label=key
+                )
+        ax.set_xlabel("concurrent calls")
+        ax.set_ylabel(label, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = directory / name
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_results(doc: dict[str, Any], out: Path, plots: bool = True) -> Path:
+    """Writes ``<date>.json``, the plots and ``<date>.md`` into ``out``; returns the Markdown path."""
+    out.mkdir(parents=True, exist_ok=True)
+    date = doc["date"]
+    (out / f"{date}.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    plots_dir = None
+    if plots:
+        write_plots(doc, out / date)
+        plots_dir = date
+    md = out / f"{date}.md"
+    md.write_text(render_markdown(doc, plots_dir), encoding="utf-8")
+    return md

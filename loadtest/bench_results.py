@@ -1,0 +1,373 @@
+"""What ``voicegw bench`` measured, as plain data: per-step records, medians over runs, the targets.
+
+Pure functions only (no sockets, no processes), so the bench's judgement is unit-tested: how a step
+is classified, where a step search stops, how runs are combined, what the CPU projection is and
+whether each of the issue's targets is met.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+from loadtest.runner import Criteria
+
+Status = Literal["sustained", "failed", "generator-limited"]
+Verdict = Literal["met", "not met", "generator-limited", "not measured"]
+
+# A server this busy is the bottleneck, whatever the generator's lateness says.
+SATURATED_FRACTION = 0.9
+# A scenario whose single-call latency exceeds this has a constant delay built in (e.g. resampler filters):
+# its steps are judged on the latency it adds above that floor.
+FLOOR_THRESHOLD_MS = 5.0
+
+
+def criteria_for_floor(floor_ms: float, call_s: float, base: Criteria | None = None) -> Criteria:
+    """The step criteria for a scenario with a constant latency ``floor_ms`` measured at light load.
+
+    A fixed delay is not a capacity limit: p99 may be ``floor_ms`` above the usual bound, and the audio
+    still in flight when the caller hangs up (``floor_ms`` of it per call of ``call_s``) does not count
+    as lost. Below ``FLOOR_THRESHOLD_MS`` the usual criteria apply unchanged.
+    """
+    base = base or Criteria()
+    if floor_ms <= FLOOR_THRESHOLD_MS:
+        return base
+    in_flight = floor_ms / 1000.0 / call_s
+    return replace(
+        base,
+        max_p99_ms=base.max_p99_ms + floor_ms,
+        min_return_ratio=base.min_return_ratio - in_flight,
+    )
+
+
+@dataclass
+class StepRecord:
+    """One concurrency step of one run; CPU and RSS are sampled over the hold window only."""
+
+    calls: int
+    status: Status
+    reasons: list[str]
+    return_ratio: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
+    latency_max_ms: float
+    latency_samples: int
+    jitter_mean_ms: float
+    lateness_p99_ms: float
+    lateness_max_ms: float
+    server_cpu_percent: float  # % of one core, server process and its children
+    server_rss_mb: float  # at the end of the hold window
+    idle_rss_mb: float  # after start-up and warm-up, before the first step
+    generator_cpu_percent: float
+    simulator_cpu_percent: float = 0.0  # the provider simulator shares the generator's core
+    failed_calls: int = 0
+    refused_calls: int = 0
+    top_errors: list[tuple[str, int]] = field(default_factory=list)
+    load_before: float = 0.0  # 1-minute load average
+    load_after: float = 0.0
+
+    @property
+    def cpu_ms_per_call_s(self) -> float:
+        """Milliseconds of server CPU per second of one live call."""
+        return self.server_cpu_percent * 10.0 / self.calls if self.calls else 0.0
+
+    @property
+    def kb_per_call(self) -> float:
+        """RSS growth per live call over the idle process."""
+        return max(0.0, self.server_rss_mb - self.idle_rss_mb) * 1024.0 / self.calls if self.calls else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["cpu_ms_per_call_s"] = round(self.cpu_ms_per_call_s, 3)
+        data["kb_per_call"] = round(self.kb_per_call, 1)
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in data.items()}
+
+
+def classify(
+    reasons: Sequence[str], generator_late: bool, server_cpu_percent: float, server_cores: int
+) -> Status:
+    """Sustained when nothing failed. A failing step is blamed on the generator only if the generator was
+    late and the server still had CPU to spare; a saturated server failed on its own."""
+    if not reasons:
+        return "sustained"
+    saturated = server_cpu_percent >= SATURATED_FRACTION * 100.0 * server_cores
+    if generator_late and not saturated:
+        return "generator-limited"
+    return "failed"
+
+
+async def search_steps(
+    steps: Sequence[int], measure: Callable[[int], Awaitable[StepRecord]]
+) -> list[StepRecord]:
+    """Measures ``steps`` in order and stops after the first one not sustained (failed or generator-limited:
+    a higher step would only be more so)."""
+    records: list[StepRecord] = []
+    for calls in steps:
+        record = await measure(calls)
+        records.append(record)
+        if record.status != "sustained":
+            break
+    return records
+
+
+def max_sustained(records: Sequence[StepRecord]) -> int:
+    best = 0
+    for r in records:
+        if r.status != "sustained":
+            break
+        best = r.calls
+    return best
+
+
+def stopped_by(records: Sequence[StepRecord]) -> Status | Literal["end of steps"]:
+    if records and records[-1].status != "sustained":
+        return records[-1].status
+    return "end of steps"
+
+
+# -- combining runs -----------------------------------------------------------------------------------
+
+MEDIAN_FIGURES = (
+    "return_ratio",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "jitter_mean_ms",
+    "lateness_p99_ms",
+    "server_cpu_percent",
+    "server_rss_mb",
+    "generator_cpu_percent",
+    "simulator_cpu_percent",
+    "cpu_ms_per_call_s",
+    "kb_per_call",
+)
+
+
+@dataclass(frozen=True)
+class StepMedian:
+    """One step's figures as the median over the runs that reached it."""
+
+    calls: int
+    runs: int
+    statuses: tuple[Status, ...]
+    figures: dict[str, float]
+    load_before: float
+    load_after: float
+
+    @property
+    def status(self) -> Status:
+        """The most common status over runs; ties go to the worse one (failed, then generator-limited)."""
+        order: tuple[Status, ...] = ("failed", "generator-limited", "sustained")
+        return max(order, key=lambda s: (self.statuses.count(s), -order.index(s)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "runs": self.runs,
+            "status": self.status,
+            "statuses": list(self.statuses),
+            **{k: round(v, 3) for k, v in self.figures.items()},
+            "load_before": round(self.load_before, 2),
+            "load_after": round(self.load_after, 2),
+        }
+
+
+def combine_runs(runs: Sequence[Sequence[StepRecord]]) -> list[StepMedian]:
+    by_calls: dict[int, list[StepRecord]] = {}
+    for records in runs:
+        for r in records:
+            by_calls.setdefault(r.calls, []).append(r)
+    out = []
+    for calls in sorted(by_calls):
+        records = by_calls[calls]
+        figures = {
+            name: statistics.median(float(getattr(r, name)) for r in records) for name in MEDIAN_FIGURES
+        }
+        out.append(
+            StepMedian(
+                calls=calls,
+                runs=len(records),
+                statuses=tuple(r.status for r in records),
+                figures=figures,
+                load_before=max(r.load_before for r in records),
+                load_after=max(r.load_after for r in records),
+            )
+        )
+    return out
+
+
+def median_max_sustained(runs: Sequence[Sequence[StepRecord]]) -> int:
+    """The median over runs of each run's highest sustained step (a measured step, never interpolated)."""
+    return int(statistics.median_low([max_sustained(r) for r in runs])) if runs else 0
+
+
+@dataclass(frozen=True)
+class Projection:
+    """1 core (or ``cores``) divided by the server CPU per call at the largest clean step: the capacity
+    this machine's gateway would reach if the generator could keep up and CPU were the only limit."""
+
+    calls: int
+    at_step: int
+    cpu_ms_per_call_s: float
+    cores: int
+    from_clean_step: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "projected_calls": self.calls,
+            "at_step": self.at_step,
+            "cpu_ms_per_call_s": round(self.cpu_ms_per_call_s, 3),
+            "cores": self.cores,
+            "from_clean_step": self.from_clean_step,
+        }
+
+
+def project_capacity(steps: Sequence[StepMedian], cores: int) -> Projection | None:
+    clean = [s for s in steps if s.status == "sustained"]
+    pick = clean[-1] if clean else (steps[0] if steps else None)
+    if pick is None or pick.figures["cpu_ms_per_call_s"] <= 0:
+        return None
+    per_call = pick.figures["cpu_ms_per_call_s"]
+    return Projection(int(cores * 1000.0 / per_call), pick.calls, per_call, cores, bool(clean))
+
+
+# -- targets ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScenarioSummary:
+    """What the targets need from one scenario."""
+
+    key: str
+    steps: tuple[StepMedian, ...]
+    max_sustained: int
+    stopped_by: str
+    projection: Projection | None
+
+    def step(self, calls: int) -> StepMedian | None:
+        return next((s for s in self.steps if s.calls == calls), None)
+
+    def largest_clean(self) -> StepMedian | None:
+        clean = [s for s in self.steps if s.status == "sustained"]
+        return clean[-1] if clean else None
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    target: str
+    verdict: Verdict
+    evidence: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"target": self.target, "verdict": self.verdict, "evidence": self.evidence}
+
+
+def _projection_text(s: ScenarioSummary) -> str:
+    p = s.projection
+    if p is None:
+        return "no CPU projection"
+    where = f"at {p.at_step} calls" + ("" if p.from_clean_step else ", a step that was not clean")
+    return (
+        f"PROJECTION {p.calls} calls on {p.cores} core(s) "
+        f"({p.cpu_ms_per_call_s:.2f} ms CPU per call-second {where})"
+    )
+
+
+def check_capacity(s: ScenarioSummary | None, target_calls: int, label: str) -> TargetCheck:
+    """``target_calls`` sustained: met when measured; generator-limited when the generator stopped the search
+    below it (the projection says what the gateway alone might do); not met when the gateway failed."""
+    name = f"{label}: >= {target_calls} concurrent calls sustained"
+    if s is None or not s.steps:
+        return TargetCheck(name, "not measured", "scenario not run")
+    measured = f"measured max sustained {s.max_sustained} (search stopped: {s.stopped_by})"
+    evidence = f"{measured}; {_projection_text(s)}"
+    if s.max_sustained >= target_calls:
+        return TargetCheck(name, "met", evidence)
+    if s.stopped_by == "generator-limited":
+        return TargetCheck(name, "generator-limited", evidence)
+    if s.stopped_by == "end of steps":
+        return TargetCheck(name, "not measured", f"steps ended below the target; {evidence}")
+    return TargetCheck(name, "not met", evidence)
+
+
+def check_cpu_ratio(
+    s: ScenarioSummary | None, baseline: ScenarioSummary | None, max_ratio: float
+) -> TargetCheck:
+    name = f"(a): CPU per call <= {max_ratio}x baseline's"
+    if s is None or baseline is None:
+        return TargetCheck(name, "not measured", "scenario or baseline not run")
+    common = [
+        (a, b)
+        for a in s.steps
+        for b in baseline.steps
+        if a.calls == b.calls and a.status == "sustained" and b.status == "sustained"
+    ]
+    if not common:
+        return TargetCheck(name, "not measured", "no concurrency step sustained by both")
+    a, b = common[-1]
+    ours, theirs = a.figures["cpu_ms_per_call_s"], b.figures["cpu_ms_per_call_s"]
+    ratio = ours / theirs if theirs else float("inf")
+    evidence = f"at {a.calls} calls: {ours:.2f} vs {theirs:.2f} ms CPU per call-second = {ratio:.2f}x"
+    return TargetCheck(name, "met" if ratio <= max_ratio else "not met", evidence)
+
+
+def check_p99_at(s: ScenarioSummary | None, calls: int, max_p99_ms: float, label: str) -> TargetCheck:
+    name = f"{label}: p99 added latency <= {max_p99_ms:g} ms at {calls} calls"
+    if s is None:
+        return TargetCheck(name, "not measured", "scenario not run")
+    step = s.step(calls)
+    if step is None:
+        verdict: Verdict = "generator-limited" if s.stopped_by == "generator-limited" else "not met"
+        if s.stopped_by == "end of steps":
+            verdict = "not measured"
+        return TargetCheck(name, verdict, f"step {calls} not reached (search stopped: {s.stopped_by})")
+    p99 = step.figures["latency_p99_ms"]
+    evidence = f"p99 {p99:.1f} ms at {calls} calls (step {step.status})"
+    if p99 <= max_p99_ms:
+        return TargetCheck(name, "met", evidence)
+    return TargetCheck(
+        name, "generator-limited" if step.status == "generator-limited" else "not met", evidence
+    )
+
+
+def check_scaling(a: ScenarioSummary | None, d: ScenarioSummary | None, factor: float) -> TargetCheck:
+    name = f"(d): 2 workers >= {factor}x (a)"
+    if a is None or d is None or not a.steps or not d.steps:
+        return TargetCheck(name, "not measured", "scenario not run")
+    parts = [f"measured max sustained {d.max_sustained} vs {a.max_sustained}"]
+    measured_ok = a.max_sustained > 0 and d.max_sustained >= factor * a.max_sustained
+    if a.projection and d.projection:
+        ratio = d.projection.calls / a.projection.calls if a.projection.calls else 0.0
+        parts.append(f"PROJECTION {d.projection.calls} vs {a.projection.calls} = {ratio:.2f}x")
+    evidence = "; ".join(parts)
+    if measured_ok:
+        return TargetCheck(name, "met", evidence)
+    if d.stopped_by == "generator-limited":
+        return TargetCheck(name, "generator-limited", evidence)
+    return TargetCheck(name, "not met", evidence)
+
+
+def check_memory(scenarios: Sequence[ScenarioSummary], max_kb: float) -> TargetCheck:
+    name = f"memory <= {max_kb:g} KB RSS per live call"
+    figures = []
+    for s in scenarios:
+        step = s.largest_clean() or (s.steps[-1] if s.steps else None)
+        if step is not None:
+            figures.append((s.key, step.calls, step.figures["kb_per_call"]))
+    if not figures:
+        return TargetCheck(name, "not measured", "no gateway scenario measured")
+    evidence = "; ".join(f"({k}) {kb:.0f} KB at {calls} calls" for k, calls, kb in figures)
+    worst = max(kb for _, _, kb in figures)
+    return TargetCheck(name, "met" if worst <= max_kb else "not met", evidence)
+
+
+def check_webhook(p99_ms: float | None, rate: float, max_p99_ms: float, achieved_rate: float) -> TargetCheck:
+    name = f"webhook -> TwiML p99 <= {max_p99_ms:g} ms at {rate:g} set-ups/s"
+    if p99_ms is None:
+        return TargetCheck(name, "not measured", "webhook test not run")
+    evidence = f"p99 {p99_ms:.1f} ms (achieved {achieved_rate:.1f} set-ups/s)"
+    return TargetCheck(name, "met" if p99_ms <= max_p99_ms else "not met", evidence)
