@@ -1,0 +1,370 @@
+"""``voicegw bench``'s own logic: step classification and search, medians, projection, targets, rendering,
+process pinning and clean-up, the webhook probe and the simulators' relay mode. No long runs here."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import WSMsgType
+
+from loadtest.baseline import BaselineServer
+from loadtest.bench import (
+    SCENARIOS,
+    BenchOptions,
+    ScenarioData,
+    assemble,
+    hold_window,
+    measure_webhooks,
+    relay_tenant,
+    summarise_profile,
+)
+from loadtest.bench_procs import Processes
+from loadtest.bench_report import PLOTS, render_markdown, write_results
+from loadtest.bench_results import (
+    ScenarioSummary,
+    Status,
+    StepMedian,
+    StepRecord,
+    check_capacity,
+    check_cpu_ratio,
+    check_memory,
+    check_p99_at,
+    check_scaling,
+    check_webhook,
+    classify,
+    combine_runs,
+    criteria_for_floor,
+    max_sustained,
+    median_max_sustained,
+    project_capacity,
+    search_steps,
+    stopped_by,
+)
+from loadtest.carriers.plan import Credentials
+from loadtest.cli import _steps
+from loadtest.runner import Criteria
+from providers.base import MULAW_8000, PCM16_16000
+from providers.deepgram.protocol import CONVERSE_PATH
+from providers.simulators.deepgram import DeepgramSimulator
+from providers.simulators.scripted_agent import convert_audio
+
+
+def step(
+    calls: int, status: str = "sustained", cpu: float = 50.0, p99: float = 3.0, **kw: float
+) -> StepRecord:
+    figures: dict[str, Any] = {
+        "return_ratio": 1.0,
+        "latency_p50_ms": 1.0,
+        "latency_p95_ms": 2.0,
+        "latency_p99_ms": p99,
+        "latency_max_ms": p99 * 2,
+        "latency_samples": 100,
+        "jitter_mean_ms": 0.5,
+        "lateness_p99_ms": 1.0,
+        "lateness_max_ms": 2.0,
+        "server_cpu_percent": cpu,
+        "server_rss_mb": 100.0,
+        "idle_rss_mb": 80.0,
+        "generator_cpu_percent": 40.0,
+    } | kw
+    reasons = [] if status == "sustained" else [f"{status} for a reason"]
+    return StepRecord(calls=calls, status=cast(Status, status), reasons=reasons, **figures)
+
+
+def summary(key: str, runs: list[list[StepRecord]], cores: int = 1) -> ScenarioSummary:
+    steps = tuple(combine_runs(runs))
+    return ScenarioSummary(
+        key, steps, median_max_sustained(runs), stopped_by(runs[0]), project_capacity(steps, cores)
+    )
+
+
+# -- judgement ------------------------------------------------------------------------------------------
+
+
+def test_classify_blames_the_generator_only_when_the_server_had_cpu_to_spare() -> None:
+    assert classify([], generator_late=False, server_cpu_percent=99, server_cores=1) == "sustained"
+    assert (
+        classify(["p99"], generator_late=True, server_cpu_percent=60, server_cores=1) == "generator-limited"
+    )
+    assert classify(["p99"], generator_late=True, server_cpu_percent=95, server_cores=1) == "failed"
+    assert (
+        classify(["p99"], generator_late=True, server_cpu_percent=150, server_cores=2) == "generator-limited"
+    )
+    assert classify(["ratio"], generator_late=False, server_cpu_percent=10, server_cores=1) == "failed"
+
+
+def test_step_figures_per_call() -> None:
+    r = step(200, cpu=80.0, server_rss_mb=100.0, idle_rss_mb=80.0)
+    assert r.cpu_ms_per_call_s == pytest.approx(4.0)  # 0.8 core-seconds per second over 200 calls
+    assert r.kb_per_call == pytest.approx(20 * 1024 / 200)
+    assert r.to_json()["cpu_ms_per_call_s"] == 4.0
+
+
+async def test_search_stops_after_first_step_not_sustained() -> None:
+    seen: list[int] = []
+
+    async def measure(calls: int) -> StepRecord:
+        seen.append(calls)
+        return step(calls, "generator-limited" if calls >= 300 else "sustained")
+
+    records = await search_steps([100, 200, 300, 400], measure)
+    assert seen == [100, 200, 300]
+    assert max_sustained(records) == 200
+    assert stopped_by(records) == "generator-limited"
+    assert stopped_by(records[:2]) == "end of steps"
+
+
+def test_criteria_for_a_constant_latency_floor() -> None:
+    assert criteria_for_floor(2.0, 12.0) == Criteria()
+    c = criteria_for_floor(60.0, 12.0)
+    assert c.max_p99_ms == pytest.approx(80.0)
+    assert c.min_return_ratio == pytest.approx(0.999 - 0.005)
+    assert c.max_generator_lateness_p99_ms == Criteria().max_generator_lateness_p99_ms
+
+
+def test_hold_window_skips_ramp_and_settling() -> None:
+    assert hold_window(2.0, 10.0) == (3.0, 9.0)
+    assert hold_window(1.0, 2.0) == (1.5, 1.5)
+
+
+# -- combining runs and the projection -----------------------------------------------------------------
+
+
+def test_medians_over_runs_and_majority_status() -> None:
+    runs = [
+        [step(100, cpu=40), step(200, cpu=80, p99=9.0)],
+        [step(100, cpu=50), step(200, "failed", cpu=90)],
+        [step(100, cpu=60), step(200, cpu=85, p99=7.0), step(300, "failed")],
+    ]
+    steps = combine_runs(runs)
+    assert [s.calls for s in steps] == [100, 200, 300]
+    assert steps[0].figures["server_cpu_percent"] == 50.0 and steps[0].runs == 3
+    assert steps[1].figures["latency_p99_ms"] == 7.0
+    assert steps[1].status == "sustained"  # 2 of 3
+    assert median_max_sustained(runs) == 200  # per run: 200, 100, 200
+    tie = StepMedian(10, 2, ("sustained", "failed"), {}, 0.0, 0.0)
+    assert tie.status == "failed"  # ties go to the worse verdict
+
+
+def test_projection_uses_the_largest_clean_step() -> None:
+    steps = combine_runs([[step(100, cpu=40), step(200, cpu=80), step(300, "failed", cpu=100)]])
+    p = project_capacity(steps, cores=1)
+    assert p is not None and p.at_step == 200 and p.from_clean_step
+    assert p.calls == 250  # 1000 ms / 4 ms per call-second
+    p2 = project_capacity(combine_runs([[step(50, "failed", cpu=50)]]), cores=2)
+    assert p2 is not None and not p2.from_clean_step and p2.calls == 200
+
+
+# -- targets --------------------------------------------------------------------------------------------
+
+
+def test_capacity_verdicts() -> None:
+    met = summary("a", [[step(800), step(1000, "failed")]])
+    assert check_capacity(met, 800, "(a)").verdict == "met"
+    limited = summary("a", [[step(200), step(300, "generator-limited")]])
+    check = check_capacity(limited, 800, "(a)")
+    assert check.verdict == "generator-limited" and "PROJECTION" in check.evidence
+    assert check_capacity(summary("a", [[step(200), step(300, "failed")]]), 800, "(a)").verdict == "not met"
+    assert check_capacity(summary("a", [[step(10)]]), 800, "(a)").verdict == "not measured"
+    assert check_capacity(None, 800, "(a)").verdict == "not measured"
+
+
+def test_ratio_latency_scaling_memory_and_webhook_verdicts() -> None:
+    a = summary("a", [[step(100, cpu=60), step(200, cpu=120 * 0.8), step(300, "failed")]])
+    base = summary("baseline", [[step(100, cpu=40), step(200, cpu=80), step(300, "generator-limited")]])
+    cpu = check_cpu_ratio(a, base, 1.25)
+    assert cpu.verdict == "met" and "at 200 calls" in cpu.evidence  # 4.8 vs 4.0 ms = 1.2x
+    assert check_cpu_ratio(a, None, 1.25).verdict == "not measured"
+
+    b = summary("b", [[step(300, p99=4.0), step(450, "failed")]])
+    assert check_p99_at(b, 300, 5.0, "(b)").verdict == "met"
+    assert check_p99_at(summary("b", [[step(300, p99=6.0)]]), 300, 5.0, "(b)").verdict == "not met"
+    short = summary("b", [[step(100), step(200, "generator-limited")]])
+    assert check_p99_at(short, 300, 5.0, "(b)").verdict == "generator-limited"
+
+    d = summary("d", [[step(200, cpu=100), step(400, cpu=200), step(600, "generator-limited")]], cores=2)
+    scaling = check_scaling(a, d, 1.8)
+    assert scaling.verdict == "met" and "PROJECTION" in scaling.evidence  # 400 >= 1.8 x 200
+
+    mem = check_memory([summary("a", [[step(100, server_rss_mb=90.0)]])], 150.0)
+    assert mem.verdict == "met" and "102 KB" in mem.evidence
+    assert check_memory([summary("c", [[step(100, server_rss_mb=100.0)]])], 150.0).verdict == "not met"
+
+    assert check_webhook(8.0, 50, 10.0, 49.9).verdict == "met"
+    assert check_webhook(12.0, 50, 10.0, 49.9).verdict == "not met"
+    assert check_webhook(None, 50, 10.0, 0.0).verdict == "not measured"
+
+
+# -- rendering ------------------------------------------------------------------------------------------
+
+
+def _document() -> dict[str, Any]:
+    data = {sc.key: ScenarioData(sc) for sc in SCENARIOS[:3]}
+    data["baseline"].runs.append([step(50, cpu=20), step(100, cpu=40), step(150, "generator-limited")])
+    data["a"].runs.append([step(50, cpu=30), step(100, cpu=60), step(150, "failed", cpu=95)])
+    data["b"].errors.append("run 1: RuntimeError: warm-up calls never reached the provider simulator")
+    for d in data.values():
+        d.loads.append({"run": 1, "before": [0.5, 0.4, 0.3], "after": [0.9, 0.5, 0.3]})
+    data["a"].criteria.append({"run": 1, "latency_floor_ms": 60.0, **Criteria(max_p99_ms=80.0).__dict__})
+    data["a"].profile = {
+        "calls": 100,
+        "seconds": 9,
+        **summarise_profile("main;loop;send 30\nmain;loop;parse 10\n"),
+    }
+    webhook = {
+        "rate_per_s": 50.0,
+        "achieved_rate_per_s": 49.9,
+        "requests": 500,
+        "answers": {"200 stream": 500},
+        "round_trip_ms": {"count": 500, "mean": 3.0, "p50": 2.5, "p95": 5.0, "p99": 7.5, "max": 9.0},
+        "load_before": [0.5],
+        "load_after": [0.6],
+    }
+    machine = {
+        "nproc": 2,
+        "cpu_model": "Test CPU",
+        "python": "3.11",
+        "platform": "linux",
+        "aiohttp": "3",
+        "uvloop": "0.2",
+        "load_average": [0.1, 0.1, 0.1],
+    }
+    return assemble(BenchOptions(runs=1), machine, data, [webhook | {"baseline": webhook}], time.time())
+
+
+def test_document_and_markdown(tmp_path: Path) -> None:
+    doc = _document()
+    orjson.dumps(doc)  # JSON-serialisable as is
+    targets = {t["target"]: t["verdict"] for t in doc["targets"]}
+    assert targets["(a) echo: >= 800 concurrent calls sustained"] == "not met"
+    assert targets["webhook -> TwiML p99 <= 10 ms at 50 set-ups/s"] == "met"
+    scenarios = doc["scenarios"]
+    assert scenarios["a"]["ratios_to_baseline"][1] == {
+        "calls": 100,
+        "cpu_ms_per_call_s": 1.5,
+        "latency_p50_ms": 1.0,
+        "latency_p99_ms": 1.0,
+        "kb_per_call": 1.0,
+        "jitter_mean_ms": 1.0,
+    }
+    md = render_markdown(doc, "2026-01-01")
+    assert "## Targets" in md and "**not met**" in md and "PROJECTION" in md
+    assert "## (a) gateway, in-process echo provider" in md and "| 100 | sustained |" in md
+    assert "Constant latency floor" in md and "warm-up calls never reached" in md
+    assert "`send`" in md and "(2026-01-01/latency_p99.png)" in md
+    assert "| 1 | baseline |" in md
+
+    path = write_results(doc, tmp_path)
+    assert path.name.endswith(".md") and (tmp_path / f"{doc['date']}.json").exists()
+    for name, _, _ in PLOTS:
+        png = tmp_path / str(doc["date"]) / name
+        assert png.exists() and png.stat().st_size < 60_000
+
+
+def test_profile_summary() -> None:
+    p = summarise_profile("a;b;c 6\na;b 2\na;d 2\nnot a line\n")
+    assert p["samples"] == 10
+    assert p["own_percent"][0] == ["c", 60.0]
+    assert ["a", 100.0] in p["inclusive_percent"] and ["b", 80.0] in p["inclusive_percent"]
+
+
+def test_steps_argument() -> None:
+    assert _steps("50,100, 200") == (50, 100, 200)
+    for bad in ("100,50", "0,10", "a,b", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _steps(bad)
+
+
+def test_relay_tenant_has_no_fallback() -> None:
+    tenant = relay_tenant("http://127.0.0.1:9")
+    ws = tenant["workspaces"][0]
+    assert ws["strategy"]["fallback_enabled"] is False
+    assert {a["voice_config"].get("audio_format") for a in ws["agents"]} == {None, "pcm16_16000"}
+
+
+# -- processes ------------------------------------------------------------------------------------------
+
+
+def test_children_are_pinned_and_stopped_with_their_own_children(tmp_path: Path) -> None:
+    script = "sleep 30 & sleep 30"
+    with Processes(tmp_path) as procs:
+        child = procs.spawn("sh", ["sh", "-c", script], [0], dict(os.environ), tmp_path)
+        assert os.sched_getaffinity(child.pid) == {0}
+        time.sleep(0.2)
+        grandchildren = subprocess.run(
+            ["pgrep", "-g", str(child.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        assert len(grandchildren) >= 2
+    assert child.popen.poll() is not None
+    for pid in grandchildren:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+# -- network probes -------------------------------------------------------------------------------------
+
+
+async def test_webhook_probe_against_the_baseline() -> None:
+    creds = Credentials(twilio_auth_token="tok")
+    async with BaselineServer() as server:
+        result = await measure_webhooks(server.url, creds, "+15550001111", rate=50.0, duration_s=0.2)
+    assert result["requests"] == 10 and result["answers"] == {"200 stream": 10}
+    assert result["round_trip_ms"]["count"] == 10
+
+
+async def _relay_round_trip(in_out: dict[str, object], frame: bytes) -> bytes:
+    sim = DeepgramSimulator()
+    sim.script.relay = True
+    await sim.start()
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(sim.ws_url + CONVERSE_PATH, headers={"Authorization": "Token k"}) as ws,
+        ):
+            settings = {
+                "type": "Settings",
+                "audio": {"input": in_out, "output": in_out},
+                "agent": {"listen": {}, "think": {}, "speak": {}},
+            }
+            await ws.send_str(orjson.dumps(settings).decode())
+            while (await ws.receive_json()).get("type") != "SettingsApplied":
+                pass
+            await ws.send_bytes(frame)
+            while True:
+                msg = await ws.receive(timeout=2.0)
+                if msg.type is WSMsgType.BINARY:
+                    return bytes(msg.data)
+    finally:
+        await sim.stop()
+
+
+async def test_relay_sends_each_caller_frame_straight_back() -> None:
+    frame = bytes(range(160))
+    assert await _relay_round_trip({"encoding": "mulaw", "sample_rate": 8000}, frame) == frame
+    pcm = bytes(640)
+    assert await _relay_round_trip({"encoding": "linear16", "sample_rate": 16000}, pcm) == pcm
+
+
+def test_convert_audio_changes_format_only_when_needed() -> None:
+    frame = bytes([0xFF]) * 160  # μ-law silence
+    assert convert_audio(frame, MULAW_8000, MULAW_8000) is frame
+    assert len(convert_audio(frame, MULAW_8000, PCM16_16000)) in range(600, 641)
+
+
+def test_simulate_rejects_relay_where_unimplemented() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "simulate", "vapi", "--relay"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2 and "relay" in done.stderr
