@@ -319,17 +319,12 @@ class CallSession:
             await self._finish()
 
     async def _connect(self, first: bool) -> ProviderSession | None:
-        deadline = time.monotonic() + self._connect_deadline_s
+        # Each candidate gets the whole connect deadline (as its adapter's own ctx.connect_timeout
+        # does): one budget shared by all let a first candidate's timeout use it up, so a configured
+        # fallback was skipped exactly when it was needed.
+        timeout_s = self._connect_deadline_s
         while self._attempts and self._end_reason is None:
             attempt = self._attempts.popleft()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._events.event(
-                    self.call_id,
-                    "provider_attempt",
-                    {"provider": attempt.provider, "result": "skipped", "reason": "connect deadline passed"},
-                )
-                continue
             if attempt.admit is not None and not attempt.admit():
                 self._events.event(
                     self.call_id,
@@ -342,9 +337,9 @@ class CallSession:
             try:
                 if first and self._preconnected is not None:
                     task, self._preconnected = self._preconnected, None
-                    provider = await asyncio.wait_for(task, timeout=remaining)
+                    provider = await asyncio.wait_for(task, timeout=timeout_s)
                 else:
-                    provider = await asyncio.wait_for(attempt.connect(tuple(self.transcript)), remaining)
+                    provider = await asyncio.wait_for(attempt.connect(tuple(self.transcript)), timeout_s)
             except (ProviderError, TimeoutError, OSError) as exc:
                 kind = exc.kind.value if isinstance(exc, ProviderError) else ErrorKind.TIMEOUT.value
                 message = str(exc) or type(exc).__name__
