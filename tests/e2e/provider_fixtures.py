@@ -239,13 +239,14 @@ class ProviderRig:
     @asynccontextmanager
     async def open(
         cls, provider: str, tmp_path: Path, telnyx_api: TelnyxApi, *, carrier: str = "twilio",
-        fallback: bool = False, voice_config: dict[str, Any] | None = None,
+        fallback: bool = False, voice_config: dict[str, Any] | None = None, preconnect: bool = True,
     ) -> AsyncIterator[ProviderRig]:
         spec = SPECS[provider]
         sim = spec.make_simulator()
         await sim.start()
         settings, creds = make_settings(
-            tmp_path, telnyx_api.base_url, provider_connect_deadline_s=CONNECT_DEADLINE_S
+            tmp_path, telnyx_api.base_url,
+            preconnect=preconnect, provider_connect_deadline_s=CONNECT_DEADLINE_S,
         )
         gw, runner = await start_gateway(settings, creds, telnyx_api)
         try:
@@ -287,6 +288,14 @@ class ProviderRig:
                 return dict(rows[0])
             await asyncio.sleep(0.05)
         raise AssertionError(f"call {call_id} never closed: {rows}")
+
+    async def fatal_errors(self, call_id: str) -> list[dict[str, Any]]:
+        """The call's ``error`` events: all from this provider, the last one fatal (it ended the session).
+        OpenAI reports a server error event (not fatal by itself) before the close that is."""
+        errors = await self.events_of(call_id, "error")
+        assert errors and all(e["provider"] == self.spec.name for e in errors), errors
+        assert errors[-1]["fatal"] is True, errors
+        return errors
 
     async def usage(self, call_id: str) -> list[dict[str, object]]:
         return await self.gw.rows("SELECT * FROM usage_records WHERE call_id = ?", (call_id,))
