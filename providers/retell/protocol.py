@@ -49,6 +49,9 @@ MIN_RATE, MAX_RATE = 8000, 48000
 UPDATE_EVENT = "update"
 METADATA_EVENT = "metadata"
 ROLE_MAP = {"agent": "agent", "user": "user"}
+# ``turntaking`` names whose turn it is now; once it names the other party, the last entry is complete
+# (without this the agent's last line of a call would never be final, hence never in the transcript).
+TURN_OF = {"agent": "agent_turn", "user": "user_turn"}
 # Retell ends a call by closing the socket normally; anything else is a failure.
 NORMAL_CLOSE_CODES = frozenset({1000})
 # Prior transcript after a failover goes in as a Retell LLM dynamic variable (the prompt must
@@ -130,12 +133,12 @@ class RetellDecoder:
             return [Notice("retell_unknown", {"text": text[:200]})]
         kind = msg.get("event_type")
         if kind == UPDATE_EVENT:
-            return self._update(msg.get("transcript"))
+            return self._update(msg.get("transcript"), msg.get("turntaking"))
         if kind == METADATA_EVENT:
             return [Notice("retell_metadata", {"metadata": msg.get("metadata")})]
         return [Notice("retell_unknown", {"event_type": kind})]
 
-    def _update(self, transcript: Any) -> list[ProviderEvent]:
+    def _update(self, transcript: Any, turntaking: Any = None) -> list[ProviderEvent]:
         if not isinstance(transcript, list):
             return []
         entries = [
@@ -152,7 +155,12 @@ class RetellDecoder:
         self._final_count = max(self._final_count, len(entries) - 1)
         if entries and len(entries) > self._final_count:
             role, content = entries[-1]
-            if role is not None and content and content != self._partial:
+            turn_over = turntaking in TURN_OF.values() and turntaking != TURN_OF.get(str(role))
+            if role is not None and content and turn_over:
+                self._final_count = len(entries)
+                self._partial = ""
+                events.append(Transcript(role, content, final=True))  # type: ignore[arg-type]
+            elif role is not None and content and content != self._partial:
                 self._partial = content
                 events.append(Transcript(role, content, final=False))  # type: ignore[arg-type]
         return events
