@@ -43,7 +43,7 @@ from providers.simulators.vapi import VapiSimulator
 from storage.provision import provision
 from tests.e2e.conftest import RunningGateway, make_settings, start_gateway, stop_gateway
 
-CONNECT_DEADLINE_S = 1.5  # short, so the handshake-timeout test stays short; localhost connects in ms
+CONNECT_DEADLINE_S = 1.0  # short, so the handshake-timeout test stays short; localhost connects in ms
 GREETING_HZ = 440.0
 FAREWELL_HZ = 660.0
 CALLER_HZ = 1000.0
@@ -104,8 +104,7 @@ SPECS: dict[str, ProviderSpec] = {
     "retell": ProviderSpec(
         "retell", lambda: RetellSimulator(api_key="sim-retell-key"), "sim-retell-key",
         {"agent_id": "agent_sim"}, None, has_tools=False,
-        # Retell's update events are cumulative; the last entry is only final once another follows.
-        transcripts=("agent: greeting", "user: utterance 1"),
+        transcripts=("agent: greeting", "user: utterance 1 (", "agent: echo 1"),
     ),
     "vapi": ProviderSpec(
         "vapi", lambda: VapiSimulator(api_key="sim-vapi-key"), "sim-vapi-key", {"assistant_id": "asst_sim"},

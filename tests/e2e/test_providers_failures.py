@@ -61,9 +61,9 @@ async def test_handshake_timeout_is_a_failed_attempt_of_kind_timeout(
 ) -> None:
     # Without a pre-connection the session itself connects, so the fallback gets no head start.
     async with ProviderRig.open(provider, tmp_path, telnyx_api, fallback=True, preconnect=False) as rig:
-        rig.faults.handshake_delay_s = CONNECT_DEADLINE_S + 0.5
+        rig.faults.handshake_delay_s = CONNECT_DEADLINE_S + 0.3
         bursts = caller_bursts(period_ms=300)
-        seen = await rig.call(duration_s=CONNECT_DEADLINE_S + 1.2, audio=bursts, drain_s=0.2)
+        seen = await rig.call(duration_s=CONNECT_DEADLINE_S + 0.7, audio=bursts, drain_s=0.2)
         result = seen.result
         assert not result.errors, result.errors
         attempts = await rig.events_of(seen.call_id, "provider_attempt")
