@@ -311,12 +311,16 @@ async def tool_round_trip(call: Call, fin: AudioFormat) -> ToolCall:
     return tool_call
 
 
-async def agent_hangs_up(call: Call, fin: AudioFormat, fout: AudioFormat) -> Hangup:
-    """After the caller's first turn the agent says a farewell tone and ends the call, once."""
+async def agent_hangs_up(call: Call, fin: AudioFormat, fout: AudioFormat, closes: bool) -> Hangup:
+    """After the caller's first turn the agent says a farewell tone and ends the call, once.
+
+    ``closes``: the provider also closes its socket (others leave that to the gateway).
+    """
     await say(call.session, utterance_frames(ECHO_HZ, 300, fin), fin)
     hangup = await call.log.wait_for(lambda e: isinstance(e, Hangup))
     assert isinstance(hangup, Hangup)
-    await call.ends()
+    if closes:
+        await call.ends()
     assert len(call.log.of_type(Hangup)) == 1 and not call.log.of_type(Failure)
     assert_tone(call.log.of_type(AudioOut)[-1].audio.raw, fout, FAREWELL_HZ, tolerance=30)
     return hangup

@@ -1,74 +1,42 @@
-"""Deepgram Voice Agent adapter ↔ Deepgram simulator over real sockets."""
+"""Deepgram Voice Agent adapter ↔ Deepgram simulator over real sockets.
+
+Deadlines, refusals, close and mid-call faults: ``test_adapter_contract``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import orjson
 import pytest
 
-from providers.base import (
-    MULAW_8000,
-    PCM16_16000,
-    Audio,
-    AudioOut,
-    ErrorKind,
-    Failure,
-    Hangup,
-    Interrupt,
-    ProviderContext,
-    ProviderError,
-    ToolCall,
-    Transcript,
-)
+from providers.base import MULAW_8000, PCM16_16000, Audio, ErrorKind, Hangup, Transcript
 from providers.deepgram import client
 from providers.simulators.deepgram import DeepgramSimulator
-from providers.simulators.scripted_agent import EventLog, dominant_frequency, say, utterance_frames
+from tests.providers.harness import (
+    DEEPGRAM,
+    DEEPGRAM_KEY,
+    ProviderCase,
+    agent_hangs_up,
+    barge_in,
+    caller_first_echo,
+    hear_greeting,
+    is_audio,
+    is_text,
+    open_call,
+    refused,
+    tool_round_trip,
+    wait_until,
+)
 
-KEY = "dg-key"
+M = MULAW_8000
+CALLER_FIRST = {"speak_first": False}
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[DeepgramSimulator]:
-    s = DeepgramSimulator()
-    await s.start()
-    yield s
-    await s.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-def ctx_for(sim: DeepgramSimulator, http: aiohttp.ClientSession, **overrides: object) -> ProviderContext:
-    fields: dict[str, object] = {
-        "call_id": "call-1",
-        "provider": "deepgram",
-        "http": http,
-        "api_key": KEY,
-        "config": {"base_url": sim.http_url, "tools": {"lookup_order": {"status": "shipped"}}},
-        "voice_config": {"prompt": "Be brief.", "first_message": "Hi there!"},
-        "connect_timeout": 2.0,
-    }
-    fields.update(overrides)
-    return ProviderContext(**fields)  # type: ignore[arg-type]
-
-
-def audio_of(log: EventLog, after: int = 0) -> bytes:
-    return b"".join(e.audio.raw for e in log.events[after:] if isinstance(e, AudioOut))
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    for _ in range(100):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached within 1 s")
+def case() -> ProviderCase:
+    return DEEPGRAM
 
 
 # -- handshake --------------------------------------------------------------------------------------
@@ -76,11 +44,10 @@ async def wait_until(predicate: Callable[[], bool]) -> None:
 
 async def test_settings_mulaw_passthrough(sim: DeepgramSimulator, http: aiohttp.ClientSession) -> None:
     history = [Transcript("user", "hi"), Transcript("agent", "hello")]
-    session = await client.connect(ctx_for(sim, http, history=history))
-    try:
-        assert session.input_format == MULAW_8000 and session.output_format == MULAW_8000
+    async with open_call(DEEPGRAM, sim, http, history=history) as call:
+        assert call.session.input_format == M and call.session.output_format == M
         handshake = sim.records[0].handshake
-        assert handshake["headers"]["Authorization"] == f"Token {KEY}"
+        assert handshake["headers"]["Authorization"] == f"Token {DEEPGRAM_KEY}"
         settings = handshake["settings"]
         assert settings["audio"] == {
             "input": {"encoding": "mulaw", "sample_rate": 8000},
@@ -94,66 +61,30 @@ async def test_settings_mulaw_passthrough(sim: DeepgramSimulator, http: aiohttp.
             {"type": "History", "role": "assistant", "content": "hello"},
         ]
         assert "greeting" not in agent  # resumed call: no fresh greeting unless resume_message is set
-        await session.send_audio(Audio(MULAW_8000, raw=b"\xff" * 160))
+        await call.session.send_audio(Audio(M, raw=b"\xff" * 160))
         await wait_until(lambda: sim.records[0].audio_bytes == 160)
-    finally:
-        await session.close()
 
 
 async def test_forced_linear16(sim: DeepgramSimulator, http: aiohttp.ClientSession) -> None:
     config = {"base_url": sim.http_url, "audio_format": "pcm16_16000"}
-    session = await client.connect(ctx_for(sim, http, config=config))
-    log = EventLog(session)
-    try:
-        assert session.input_format == PCM16_16000 and session.output_format == PCM16_16000
+    async with open_call(DEEPGRAM, sim, http, config=config) as call:
+        assert call.session.input_format == PCM16_16000 and call.session.output_format == PCM16_16000
         assert sim.records[0].handshake["settings"]["audio"]["input"] == {
             "encoding": "linear16",
             "sample_rate": 16000,
         }
-        await log.wait_for(lambda e: isinstance(e, AudioOut))
-        await asyncio.sleep(0.2)
-        assert abs(dominant_frequency(audio_of(log), PCM16_16000) - 440) < 20
-    finally:
-        await session.close()
-        await log.stop()
+        await hear_greeting(call, PCM16_16000, is_audio)
 
 
 async def test_bad_forced_format_is_config(sim: DeepgramSimulator, http: aiohttp.ClientSession) -> None:
-    with pytest.raises(ProviderError) as info:
-        await client.connect(
-            ctx_for(sim, http, config={"base_url": sim.http_url, "audio_format": "mulaw_44100"})
-        )
-    assert info.value.kind is ErrorKind.CONFIG
-
-
-@pytest.mark.parametrize(
-    ("status", "kind"), [(401, ErrorKind.AUTH), (429, ErrorKind.QUOTA), (503, ErrorKind.PROVIDER_DOWN)]
-)
-async def test_refused_upgrade_is_classified(
-    sim: DeepgramSimulator, http: aiohttp.ClientSession, status: int, kind: ErrorKind
-) -> None:
-    sim.faults.refuse_handshake = True
-    sim.faults.refuse_status = status
-    with pytest.raises(ProviderError) as info:
-        await client.connect(ctx_for(sim, http))
-    assert info.value.kind is kind
+    config = {"base_url": sim.http_url, "audio_format": "mulaw_44100"}
+    await refused(DEEPGRAM, sim, http, ErrorKind.CONFIG, config=config)
 
 
 async def test_missing_or_wrong_key_is_auth(sim: DeepgramSimulator, http: aiohttp.ClientSession) -> None:
-    sim.api_keys = {KEY}
+    sim.api_keys = {DEEPGRAM_KEY}
     for key in (None, "other"):
-        with pytest.raises(ProviderError) as info:
-            await client.connect(ctx_for(sim, http, api_key=key))
-        assert info.value.kind is ErrorKind.AUTH
-
-
-async def test_handshake_timeout(sim: DeepgramSimulator, http: aiohttp.ClientSession) -> None:
-    sim.faults.handshake_delay_s = 1.0
-    started = time.monotonic()
-    with pytest.raises(ProviderError) as info:
-        await client.connect(ctx_for(sim, http, connect_timeout=0.3))
-    assert info.value.kind is ErrorKind.TIMEOUT
-    assert time.monotonic() - started < 0.9
+        await refused(DEEPGRAM, sim, http, ErrorKind.AUTH, api_key=key)
 
 
 @pytest.mark.parametrize(
@@ -178,7 +109,7 @@ async def test_strict_simulator_rejects_bad_first_message(
     sim: DeepgramSimulator, http: aiohttp.ClientSession, frame: bytes | str, code: str
 ) -> None:
     url = f"{sim.ws_url}/v1/agent/converse"
-    async with http.ws_connect(url, headers={"Authorization": f"Token {KEY}"}) as ws:
+    async with http.ws_connect(url, headers={"Authorization": f"Token {DEEPGRAM_KEY}"}) as ws:
         assert orjson.loads((await ws.receive()).data)["type"] == "Welcome"
         if isinstance(frame, bytes):
             await ws.send_bytes(frame)
@@ -195,82 +126,40 @@ async def test_invalid_settings_from_adapter_is_config(
 ) -> None:
     # The simulator decodes only linear16/mulaw, so an A-law session gets INVALID_SETTINGS: this
     # exercises the adapter's handling of an Error before SettingsApplied.
-    with pytest.raises(ProviderError) as info:
-        await client.connect(
-            ctx_for(sim, http, config={"base_url": sim.http_url, "audio_format": "alaw_8000"})
-        )
-    assert info.value.kind is ErrorKind.CONFIG and "INVALID_SETTINGS" in info.value.message
+    config = {"base_url": sim.http_url, "audio_format": "alaw_8000"}
+    error = await refused(DEEPGRAM, sim, http, ErrorKind.CONFIG, config=config)
+    assert "INVALID_SETTINGS" in error.message
 
 
 # -- turns ------------------------------------------------------------------------------------------
 
 
 async def test_greeting_first(sim: DeepgramSimulator, http: aiohttp.ClientSession) -> None:
-    session = await client.connect(ctx_for(sim, http))
-    log = EventLog(session)
-    try:
+    async with open_call(DEEPGRAM, sim, http) as call:
         assert sim.records[0].handshake["settings"]["agent"]["greeting"] == "Hi there!"
-        await log.wait_for(lambda e: isinstance(e, Transcript) and e.role == "agent")
-        await asyncio.sleep(0.2)
-        greeting = audio_of(log)
-        assert abs(len(greeting) - MULAW_8000.bytes_for_ms(400)) <= 160
-        assert abs(dominant_frequency(greeting, MULAW_8000) - 440) < 20
-        assert session.usage.audio_out_ms == pytest.approx(400, abs=20)
-    finally:
-        await session.close()
-        await log.stop()
+        await hear_greeting(call, M, lambda e: isinstance(e, Transcript) and e.role == "agent")
+        assert call.session.usage.audio_out_ms == pytest.approx(400, abs=20)
 
 
 async def test_caller_first_echo(sim: DeepgramSimulator, http: aiohttp.ClientSession) -> None:
-    voice = {"speak_first": False}
-    session = await client.connect(ctx_for(sim, http, voice_config=voice))
-    log = EventLog(session)
-    try:
+    async with open_call(DEEPGRAM, sim, http, voice_config=CALLER_FIRST) as call:
         assert "greeting" not in sim.records[0].handshake["settings"]["agent"]
-        await asyncio.sleep(0.1)
-        assert not log.of_type(AudioOut)
-        await say(session, utterance_frames(700, 600, MULAW_8000), MULAW_8000)
-        await log.wait_for(lambda e: isinstance(e, Transcript) and e.text == "echo 1")
-        await asyncio.sleep(0.3)
-        echo = audio_of(log)
-        assert abs(dominant_frequency(echo, MULAW_8000) - 700) < 20
-        assert 500 <= MULAW_8000.ms_for_bytes(len(echo)) <= 800
-        assert Transcript("user", "utterance 1") in log.events
-        assert not log.of_type(Interrupt)  # nothing was playing when the caller started
-    finally:
-        await session.close()
-        await log.stop()
+        await caller_first_echo(call, M, M, is_text("echo 1"))
+        assert Transcript("user", "utterance 1") in call.events
 
 
 async def test_barge_in(sim: DeepgramSimulator, http: aiohttp.ClientSession) -> None:
     sim.script.greeting_ms = 3000
-    session = await client.connect(ctx_for(sim, http))
-    log = EventLog(session)
-    try:
-        greeting = await log.wait_for(lambda e: isinstance(e, AudioOut))
-        assert isinstance(greeting, AudioOut)
-        await say(session, utterance_frames(900, 500, MULAW_8000), MULAW_8000)
-        interrupt = await log.wait_for(lambda e: isinstance(e, Interrupt))
-        cut = log.events.index(interrupt)
-        await log.wait_for(lambda e: isinstance(e, Transcript) and e.text == "echo 1")
-        await asyncio.sleep(0.3)
-        after = [e for e in log.events[cut:] if isinstance(e, AudioOut)]
-        assert after and all(e.item_id != greeting.item_id for e in after)
-        assert all(abs(dominant_frequency(e.audio.raw, MULAW_8000) - 900) < 30 for e in after)
-    finally:
-        await session.close()
-        await log.stop()
+    async with open_call(DEEPGRAM, sim, http) as call:
+        greeting, after = await barge_in(call, M, M, is_text("echo 1"))
+        assert all(e.item_id != greeting.item_id for e in after)
 
 
 async def test_function_call_round_trip(sim: DeepgramSimulator, http: aiohttp.ClientSession) -> None:
     sim.script.tool_after = 1
-    session = await client.connect(ctx_for(sim, http, voice_config={"speak_first": False}))
-    log = EventLog(session)
-    try:
-        await say(session, utterance_frames(700, 300, MULAW_8000), MULAW_8000)
-        call = await log.wait_for(lambda e: isinstance(e, ToolCall))
-        assert call == ToolCall("lookup_order", "fc_1", {"order_id": "A-17"}, {"status": "shipped"})
-        await log.wait_for(lambda e: isinstance(e, AudioOut))
+    async with open_call(DEEPGRAM, sim, http, voice_config=CALLER_FIRST) as call:
+        tool_call = await tool_round_trip(call, M)
+        assert tool_call.call_id == "fc_1"
         assert sim.records[0].tool_results == [
             {
                 "type": "FunctionCallResponse",
@@ -279,83 +168,33 @@ async def test_function_call_round_trip(sim: DeepgramSimulator, http: aiohttp.Cl
                 "content": '{"status":"shipped"}',
             }
         ]
-    finally:
-        await session.close()
-        await log.stop()
 
 
 async def test_end_call_function_is_hangup(sim: DeepgramSimulator, http: aiohttp.ClientSession) -> None:
     sim.script.hangup_after = 1
-    session = await client.connect(ctx_for(sim, http, voice_config={"speak_first": False}))
-    log = EventLog(session)
-    try:
-        await say(session, utterance_frames(700, 300, MULAW_8000), MULAW_8000)
-        hangup = await log.wait_for(lambda e: isinstance(e, Hangup))
-        assert hangup == Hangup("agent_end_call")
-        last_audio = log.of_type(AudioOut)[-1]
-        assert abs(dominant_frequency(last_audio.audio.raw, MULAW_8000) - 660) < 30
+    async with open_call(DEEPGRAM, sim, http, voice_config=CALLER_FIRST) as call:
+        assert await agent_hangs_up(call, M, M, closes=False) == Hangup("agent_end_call")
         await wait_until(lambda: bool(sim.records[0].tool_results))
         assert sim.records[0].tool_results[0]["name"] == "end_call"
-    finally:
-        await session.close()
-        await log.stop()
-
-
-async def test_caller_close_closes_provider_socket(
-    sim: DeepgramSimulator, http: aiohttp.ClientSession
-) -> None:
-    session = await client.connect(ctx_for(sim, http))
-    log = EventLog(session)
-    await log.wait_for(lambda e: isinstance(e, AudioOut))
-    async with asyncio.timeout(1.0):
-        await session.close()
-        await session.close()
-        await log.ended.wait()
-    assert not log.of_type(Failure) and not log.of_type(Hangup)
-    await wait_until(lambda: sim.sessions_active == 0)
-    assert sim.records[0].ended_by == "client" and sim.records[0].close_code == 1000
 
 
 async def test_keepalive_only_when_idle(
     sim: DeepgramSimulator, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(client, "KEEPALIVE_INTERVAL_S", 0.1)
-    session = await client.connect(ctx_for(sim, http, voice_config={"speak_first": False}))
-    record = sim.records[0]
-    try:
+    async with open_call(DEEPGRAM, sim, http, voice_config=CALLER_FIRST) as call:
+        record = sim.records[0]
         for _ in range(20):  # 400 ms of continuous audio: no KeepAlive needed
-            await session.send_audio(Audio(MULAW_8000, raw=b"\xff" * 160))
+            await call.session.send_audio(Audio(M, raw=b"\xff" * 160))
             await asyncio.sleep(0.02)
         assert not [m for m in record.messages if m["type"] == "KeepAlive"]
         await asyncio.sleep(0.35)  # idle: a KeepAlive about every 100 ms
         assert 2 <= len([m for m in record.messages if m["type"] == "KeepAlive"]) <= 4
-    finally:
-        await session.close()
 
 
 async def test_idle_timeout_is_retryable_failure(sim: DeepgramSimulator, http: aiohttp.ClientSession) -> None:
     sim.idle_timeout_s = 0.2
-    session = await client.connect(ctx_for(sim, http, voice_config={"speak_first": False}))
-    log = EventLog(session)
-    failure = await log.wait_for(lambda e: isinstance(e, Failure))
-    assert isinstance(failure, Failure) and failure.kind is ErrorKind.RETRYABLE
-    assert "CLIENT_MESSAGE_TIMEOUT" in failure.message
-    await asyncio.wait_for(log.ended.wait(), 1)
-    await session.close()
-
-
-@pytest.mark.parametrize(
-    ("fault", "kind"),
-    [("error_after_s", ErrorKind.PROVIDER_DOWN), ("close_after_s", ErrorKind.PROVIDER_DOWN)],
-)
-async def test_failure_mid_call(
-    sim: DeepgramSimulator, http: aiohttp.ClientSession, fault: str, kind: ErrorKind
-) -> None:
-    sim.faults.update({fault: 0.2})
-    session = await client.connect(ctx_for(sim, http))
-    log = EventLog(session)
-    failure = await log.wait_for(lambda e: isinstance(e, Failure))
-    assert isinstance(failure, Failure) and failure.kind is kind and failure.fatal
-    await asyncio.wait_for(log.ended.wait(), 1)
-    assert len(log.of_type(Failure)) == 1
-    await session.close()
+    async with open_call(DEEPGRAM, sim, http, voice_config=CALLER_FIRST) as call:
+        failure = await call.first_failure()
+        assert failure.kind is ErrorKind.RETRYABLE and "CLIENT_MESSAGE_TIMEOUT" in failure.message
+        await call.ends()

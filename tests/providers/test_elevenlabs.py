@@ -181,6 +181,6 @@ async def test_agent_hangup_is_close_1000(sim: ElevenLabsSimulator, http: aiohtt
     sim.script.greeting_first = False
     sim.script.hangup_after = 1
     async with open_call(ELEVENLABS, sim, http) as call:
-        hangup = await agent_hangs_up(call, M, M)
+        hangup = await agent_hangs_up(call, M, M, closes=True)
         assert hangup.reason == "agent_ended"
         assert sim.records[0].close_code == 1000
