@@ -240,8 +240,9 @@ def assert_tone(audio: bytes, fmt: AudioFormat, hz: float, tolerance: float = 20
     assert abs(found - hz) < tolerance, f"dominant tone {found:.0f} Hz, expected {hz} Hz"
 
 
-def is_text(text: str) -> Callable[[ProviderEvent], bool]:
-    return lambda e: isinstance(e, Transcript) and e.text == text
+def is_text(text: str, role: str | None = None) -> Callable[[ProviderEvent], bool]:
+    """Matches the transcript ``text`` (spoken by ``role``, when given)."""
+    return lambda e: isinstance(e, Transcript) and e.text == text and role in (None, e.role)
 
 
 def is_audio(e: ProviderEvent) -> bool:
