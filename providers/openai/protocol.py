@@ -28,6 +28,7 @@ from providers.base import (
     Failure,
     Hangup,
     Interrupt,
+    Mark,
     Notice,
     PlaybackClock,
     ProviderEvent,
@@ -43,6 +44,8 @@ DEFAULT_MODEL: dict[Dialect, str] = {"ga": "gpt-realtime", "beta": "gpt-4o-realt
 DEFAULT_VOICE: dict[Dialect, str] = {"ga": "marin", "beta": "alloy"}
 DEFAULT_HANGUP_TOOL = "end_call"
 TRANSCRIBE_MODEL = "whisper-1"
+# The gateway sends the carrier whole 20 ms frames, so up to one frame of an item may go uncounted.
+HEARD_SLACK_MS = 20.0
 BENIGN_ERRORS = frozenset({"response_cancel_not_active", "conversation_already_has_active_response"})
 AUTH_ERRORS = frozenset({"invalid_api_key", "account_deactivated"})
 QUOTA_ERRORS = frozenset({"insufficient_quota", "billing_hard_limit_reached", "rate_limit_exceeded"})
@@ -65,12 +68,15 @@ FORCED_NAMES: dict[str, AudioFormat] = {
 @dataclass(frozen=True, slots=True)
 class EventNames:
     audio_delta: str
+    audio_done: str
     transcript_done: str
 
 
 EVENT_NAMES: dict[Dialect, EventNames] = {
-    "ga": EventNames("response.output_audio.delta", "response.output_audio_transcript.done"),
-    "beta": EventNames("response.audio.delta", "response.audio_transcript.done"),
+    "ga": EventNames(
+        "response.output_audio.delta", "response.output_audio.done", "response.output_audio_transcript.done"
+    ),
+    "beta": EventNames("response.audio.delta", "response.audio.done", "response.audio_transcript.done"),
 }
 
 
@@ -212,6 +218,11 @@ class OpenAICodec:
             return self._audio(message)
         if kind == "input_audio_buffer.speech_started":
             return self._speech_started()
+        if kind == self.names.audio_done:
+            # A carrier mark after the item's last audio: once it is echoed the playback clock
+            # knows the caller heard the whole item (marks otherwise come only every ~400 ms).
+            item_id = message.get("item_id")
+            return (Mark(f"audio_done:{item_id}"),) if item_id and item_id == self.playing_item else ()
         if kind == self.names.transcript_done:
             text = str(message.get("transcript", ""))
             self.usage.characters += len(text)
@@ -247,19 +258,20 @@ class OpenAICodec:
             return ()
         self.playing_item = None
         heard = self.playback.played_ms(item_id)
-        if heard < self.playing_ms:
-            self._truncates += 1
-            self.outbox.append(
-                orjson.dumps(
-                    {
-                        "type": "conversation.item.truncate",
-                        "event_id": f"vgw_truncate_{self._truncates}",
-                        "item_id": item_id,
-                        "content_index": 0,
-                        "audio_end_ms": max(0, min(int(heard), int(self.playing_ms))),
-                    }
-                )
+        if heard + HEARD_SLACK_MS >= self.playing_ms:
+            return ()  # the caller heard it all: a new turn, not a barge-in (nothing to cut or clear)
+        self._truncates += 1
+        self.outbox.append(
+            orjson.dumps(
+                {
+                    "type": "conversation.item.truncate",
+                    "event_id": f"vgw_truncate_{self._truncates}",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "audio_end_ms": max(0, int(heard)),
+                }
             )
+        )
         return (Interrupt("user_speech"),)
 
     def _function_call(self, message: Mapping[str, Any]) -> Sequence[ProviderEvent]:
