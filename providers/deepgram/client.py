@@ -44,7 +44,7 @@ class DeepgramSession(WsProviderSession):
         super().__init__(ws)
         self.input_format = fmt
         self.output_format = fmt
-        self.codec = DeepgramCodec(fmt, ctx.config.get("tools") or {}, hangup_tool, self.usage)
+        self.codec = DeepgramCodec(fmt, ctx.config.get("tools") or {}, hangup_tool, self.usage, ctx.playback)
         self._loop = asyncio.get_running_loop()
         self._last_sent = self._loop.time()
         self._keepalive = self._loop.create_task(self._keep_alive())

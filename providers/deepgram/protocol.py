@@ -23,7 +23,9 @@ from providers.base import (
     Failure,
     Hangup,
     Interrupt,
+    Mark,
     Notice,
+    PlaybackClock,
     ProviderEvent,
     ToolCall,
     Transcript,
@@ -45,6 +47,7 @@ CONFIG_ERRORS = frozenset(
         "USER_AUDIO_FORMAT",
     }
 )
+HEARD_SLACK_MS = 20.0  # the gateway sends whole 20 ms frames: up to one frame of a turn may go uncounted
 RETRYABLE_ERRORS = frozenset({"CLIENT_MESSAGE_TIMEOUT", "ASR_CONNECTION_CLOSED", "ASR_DRIVER_TIMEOUT"})
 
 
@@ -162,7 +165,12 @@ class DeepgramCodec:
     """Server messages → provider events; replies (function results) are queued in ``outbox``."""
 
     def __init__(
-        self, output_format: AudioFormat, tools: Mapping[str, Any], hangup_tool: str, usage: UsageFacts
+        self,
+        output_format: AudioFormat,
+        tools: Mapping[str, Any],
+        hangup_tool: str,
+        usage: UsageFacts,
+        playback: PlaybackClock | None = None,
     ) -> None:
         self.output_format = output_format
         self.tools = tools
@@ -171,13 +179,17 @@ class DeepgramCodec:
         self.outbox: list[str] = []
         self.turn = 0
         self.item_id = "agent-0"  # Deepgram has no item ids: one per agent turn, for playback tracking
+        self.item_ms = 0.0  # agent audio of the current turn
+        self.playback = playback  # what the caller heard (None: assume nothing, every start interrupts)
         self.agent_audio_since_user = False
         self.finished = False  # a Failure or Hangup was already reported
 
     def audio(self, data: bytes) -> AudioOut:
         """The hot path: one binary frame of agent audio."""
         audio = Audio(self.output_format, raw=data)
-        self.usage.audio_out_ms += audio.duration_ms
+        ms = audio.duration_ms
+        self.usage.audio_out_ms += ms
+        self.item_ms += ms
         self.agent_audio_since_user = True
         return AudioOut(audio, self.item_id)
 
@@ -190,12 +202,18 @@ class DeepgramCodec:
         if kind == "UserStartedSpeaking":
             if self.agent_audio_since_user:
                 self.agent_audio_since_user = False
-                return (Interrupt("user_speech"),)
+                heard = self.playback.played_ms(self.item_id) if self.playback is not None else 0
+                if heard + HEARD_SLACK_MS < self.item_ms:  # else a new turn: nothing left to clear
+                    return (Interrupt("user_speech"),)
             return ()
         if kind == "AgentStartedSpeaking":
             self.turn += 1
             self.item_id = f"agent-{self.turn}"
+            self.item_ms = 0.0
             return ()
+        if kind == "AgentAudioDone":
+            # A carrier mark after the turn's last audio, so the playback clock learns it was all heard.
+            return (Mark(f"audio_done:{self.item_id}"),) if self.agent_audio_since_user else ()
         if kind == "ConversationText":
             text = str(message.get("content", ""))
             if message.get("role") == "user":
@@ -213,7 +231,7 @@ class DeepgramCodec:
             return (
                 Notice("warning", {"code": message.get("code"), "description": message.get("description")}),
             )
-        return ()  # Welcome, AgentThinking, AgentAudioDone, History, LatencyReport, …: tolerated
+        return ()  # Welcome, AgentThinking, History, LatencyReport, …: tolerated
 
     def _functions(self, functions: list[Any]) -> Sequence[ProviderEvent]:
         events: list[ProviderEvent] = []
