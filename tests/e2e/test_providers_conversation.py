@@ -43,6 +43,9 @@ async def test_greeting_first_turn_passes_mulaw_through(
         assert echo and greeting[0] < echo[0], "then answers the caller's utterance"
         assert result.latency_ms, "the echoed burst is detected by the carrier"
         assert stats.frames_transcoded == transcoded, "μ-law both ways: not one frame transcoded"
+        assert result.clears_received == 0, "speaking after the greeting was heard is a turn, not a barge-in"
+        assert not await rig.events_of(seen.call_id, "interruption")
+        assert not [m for m in rig.records[-1].messages if "truncate" in str(m)], "nothing heard is unsaid"
 
         connected = await rig.events_of(seen.call_id, "provider_connected")
         assert len(connected) == 1
