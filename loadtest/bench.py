@@ -493,8 +493,16 @@ def _py_spy() -> str | None:
     return str(local) if local.exists() else shutil.which("py-spy")
 
 
+def _function(frame: str) -> str:
+    """``name (file.py:123)`` -> ``name (file.py)``: one row per function, not per line."""
+    head, sep, where = frame.rpartition(" (")
+    return f"{head} ({where.rsplit(':', 1)[0]})" if sep and ":" in where else frame
+
+
 def summarise_profile(raw: str, top: int = 12) -> dict[str, Any]:
-    """py-spy ``--format raw`` (folded stacks) to the functions with the most own and inclusive samples."""
+    """py-spy ``--format raw`` (folded stacks) to the functions with the most own and inclusive samples.
+
+    Inclusive shares leave out the start-up chain every sample shares (runpy, main, the loop's run)."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
@@ -504,10 +512,14 @@ def summarise_profile(raw: str, top: int = 12) -> dict[str, Any]:
             continue
         n = int(count)
         total += n
-        frames = stack.split(";")
+        frames = [_function(f) for f in stack.split(";")]
         own[frames[-1]] += n
         for frame in set(frames):
             inclusive[frame] += n
+    root = max(inclusive.values(), default=0)
+    root_chain = {f for f, n in inclusive.items() if n == root}
+    for frame in root_chain:
+        del inclusive[frame]
 
     def share(c: Counter[str]) -> list[list[Any]]:
         return [[name, round(100.0 * n / total, 1)] for name, n in c.most_common(top)] if total else []

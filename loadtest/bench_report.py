@@ -177,7 +177,15 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
         out += ["Not run.", ""]
     profiles = {k: s["profile"] for k, s in doc["scenarios"].items() if s.get("profile")}
     if profiles:
-        out += ["## Profile hot spots (py-spy, separate unmeasured step)", ""]
+        out += [
+            "## Profile hot spots (py-spy, separate unmeasured step)",
+            "",
+            "Python-level sampling of the gateway process (idle samples dropped). Own time in "
+            "`Runner.run (asyncio/runners.py)` is native code under the event loop: uvloop/libuv callbacks, "
+            "socket syscalls and C-extension work (aiohttp's frame reader, orjson) that py-spy cannot "
+            "see into.",
+            "",
+        ]
         for key, p in profiles.items():
             if "error" in p:
                 out += [f"({key}): {p['error']}", ""]

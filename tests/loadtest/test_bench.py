@@ -160,6 +160,10 @@ def test_projection_uses_the_largest_clean_step() -> None:
     p = project_capacity(steps, cores=1)
     assert p is not None and p.at_step == 200 and p.from_clean_step
     assert p.calls == 250  # 1000 ms / 4 ms per call-second
+    assert p.marginal_calls == 250  # 40 % + 0.4 %/call: no idle CPU here
+    idle = project_capacity(combine_runs([[step(100, cpu=30), step(200, cpu=50), step(300, "failed")]]), 1)
+    assert idle is not None and idle.fixed_cpu_percent == pytest.approx(10.0)
+    assert idle.marginal_calls == 450 and idle.calls == 400  # (100 - 10) / 0.2 vs 1000 / 2.5
     p2 = project_capacity(combine_runs([[step(50, "failed", cpu=50)]]), cores=2)
     assert p2 is not None and not p2.from_clean_step and p2.calls == 200
 
@@ -191,9 +195,13 @@ def test_ratio_latency_scaling_memory_and_webhook_verdicts() -> None:
     short = summary("b", [[step(100), step(200, "generator-limited")]])
     assert check_p99_at(short, 300, 5.0, "(b)").verdict == "generator-limited"
 
-    d = summary("d", [[step(200, cpu=100), step(400, cpu=200), step(600, "generator-limited")]], cores=2)
+    d = summary("d", [[step(200, cpu=100), step(400, cpu=200), step(600, "failed")]], cores=2)
     scaling = check_scaling(a, d, 1.8)
-    assert scaling.verdict == "met" and "PROJECTION" in scaling.evidence  # 400 >= 1.8 x 200
+    assert scaling.verdict == "met" and "PROJECTION" in scaling.evidence  # 400 >= 1.8 x 200, both failed
+    d_short = summary(
+        "d", [[step(200, cpu=100), step(400, cpu=200), step(600, "generator-limited")]], cores=2
+    )
+    assert check_scaling(a, d_short, 1.8).verdict == "generator-limited"  # the generator was measured
 
     mem = check_memory([summary("a", [[step(100, server_rss_mb=90.0)]])], 150.0)
     assert mem.verdict == "met" and "102 KB" in mem.evidence
@@ -271,10 +279,10 @@ def test_document_and_markdown(tmp_path: Path) -> None:
 
 
 def test_profile_summary() -> None:
-    p = summarise_profile("a;b;c 6\na;b 2\na;d 2\nnot a line\n")
+    p = summarise_profile("a;b;c (x.py:1) 3\na;b;c (x.py:2) 3\na;b 2\na;d 2\nnot a line\n")
     assert p["samples"] == 10
-    assert p["own_percent"][0] == ["c", 60.0]
-    assert ["a", 100.0] in p["inclusive_percent"] and ["b", 80.0] in p["inclusive_percent"]
+    assert p["own_percent"][0] == ["c (x.py)", 60.0]  # lines of one function add up
+    assert p["inclusive_percent"][0] == ["b", 80.0]  # "a" is in every sample: the start-up chain
 
 
 def test_steps_argument() -> None:
