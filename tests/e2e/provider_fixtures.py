@@ -27,6 +27,7 @@ import aiohttp
 import orjson
 from aiohttp import WSMsgType
 
+from gateway.config import Settings
 from loadtest.audio import ToneBursts
 from loadtest.carriers.call import place_call
 from loadtest.carriers.plan import CallPlan, CallResult
@@ -212,6 +213,14 @@ def tenant_document(
     }
 
 
+def _deadlines() -> dict[str, float]:
+    """Each candidate may take ``CONNECT_DEADLINE_S``; with a separate per-attempt timeout setting the
+    overall deadline leaves room for a fallback after a first candidate's timeout."""
+    if "provider_attempt_timeout_s" in Settings.__dataclass_fields__:
+        return {"provider_attempt_timeout_s": CONNECT_DEADLINE_S, "provider_connect_deadline_s": 3.0}
+    return {"provider_connect_deadline_s": CONNECT_DEADLINE_S}
+
+
 class ProviderRig:
     """A provider's simulator plus a gateway whose one tenant's number routes to it."""
 
@@ -243,10 +252,7 @@ class ProviderRig:
         spec = SPECS[provider]
         sim = spec.make_simulator()
         await sim.start()
-        settings, creds = make_settings(
-            tmp_path, telnyx_api.base_url,
-            preconnect=preconnect, provider_connect_deadline_s=CONNECT_DEADLINE_S,
-        )
+        settings, creds = make_settings(tmp_path, telnyx_api.base_url, preconnect=preconnect, **_deadlines())
         gw, runner = await start_gateway(settings, creds, telnyx_api)
         try:
             number = "+15550007001" if carrier == "twilio" else "+15550007002"
