@@ -187,10 +187,12 @@ class Call:
 
     async def settle(self, quiet_s: float = 0.25) -> None:
         """Wait until no event arrived for ``quiet_s`` (all audio of the turn is in)."""
-        seen = -1
-        while seen != len(self.events):
-            seen = len(self.events)
-            await asyncio.sleep(quiet_s)
+        clock = asyncio.get_running_loop().time
+        seen, quiet_since = len(self.events), clock()
+        while clock() - quiet_since < quiet_s:
+            await asyncio.sleep(0.02)
+            if len(self.events) != seen:
+                seen, quiet_since = len(self.events), clock()
 
     async def ends(self, within_s: float = 1.0) -> None:
         """The adapter's event stream ends (the provider side is gone) within ``within_s``."""
@@ -263,10 +265,15 @@ async def hear_greeting(call: Call, fmt: AudioFormat, until: Callable[[ProviderE
 
 
 async def caller_first_echo(
-    call: Call, fin: AudioFormat, fout: AudioFormat, until: Callable[[ProviderEvent], bool]
+    call: Call,
+    fin: AudioFormat,
+    fout: AudioFormat,
+    until: Callable[[ProviderEvent], bool],
+    silent_s: float = 0.1,
 ) -> bytes:
-    """The agent waits; the caller's 600 ms utterance comes back as a 500-800 ms echo of its tone."""
-    await asyncio.sleep(0.15)
+    """The agent waits (``silent_s`` without audio); the caller's 600 ms utterance comes back as a
+    500-800 ms echo of its tone."""
+    await asyncio.sleep(silent_s)
     assert not call.log.of_type(AudioOut), "the agent spoke first"
     await say(call.session, utterance_frames(ECHO_HZ, 600, fin), fin)
     await call.log.wait_for(until)

@@ -43,10 +43,10 @@ STANDARD = ((401, AUTH), (429, QUOTA), (503, DOWN))
 
 @by_case()
 async def test_handshake_timeout(case: ProviderCase, sim: Simulator, http: aiohttp.ClientSession) -> None:
-    sim.faults.handshake_delay_s = 0.8
+    sim.faults.handshake_delay_s = 0.6
     started = time.monotonic()
-    await refused(case, sim, http, ErrorKind.TIMEOUT, connect_timeout=0.2)
-    assert time.monotonic() - started < 0.7  # the deadline, not the provider's answer, ended the wait
+    await refused(case, sim, http, ErrorKind.TIMEOUT, connect_timeout=0.1)
+    assert time.monotonic() - started < 0.5  # the deadline, not the provider's answer, ended the wait
 
 
 # status → kind per provider; Retell's register-call also answers 400 for a bad body, Vapi 403.
@@ -119,20 +119,20 @@ class MidCallFault:
 
 
 MID_CALL_FAULTS = [
-    MidCallFault(ELEVENLABS, {"error_after_s": 0.2}, DOWN, id="error"),
-    MidCallFault(ELEVENLABS, {"close_after_s": 0.2}, DOWN, id="close"),
-    MidCallFault(ELEVENLABS, {"close_after_s": 0.2, "close_code": 1008}, CONFIG, "1008", id="close-1008"),
-    MidCallFault(DEEPGRAM, {"error_after_s": 0.2}, DOWN, id="error"),
-    MidCallFault(DEEPGRAM, {"close_after_s": 0.2}, DOWN, id="close"),
-    MidCallFault(OPENAI, {"expire_after_s": 0.2}, ErrorKind.RETRYABLE, "session_expired", id="expired"),
-    MidCallFault(RETELL, {"error_after_s": 0.2}, DOWN, "1011", id="error"),
+    MidCallFault(ELEVENLABS, {"error_after_s": 0.1}, DOWN, id="error"),
+    MidCallFault(ELEVENLABS, {"close_after_s": 0.1}, DOWN, id="close"),
+    MidCallFault(ELEVENLABS, {"close_after_s": 0.1, "close_code": 1008}, CONFIG, "1008", id="close-1008"),
+    MidCallFault(DEEPGRAM, {"error_after_s": 0.1}, DOWN, id="error"),
+    MidCallFault(DEEPGRAM, {"close_after_s": 0.1}, DOWN, id="close"),
+    MidCallFault(OPENAI, {"expire_after_s": 0.1}, ErrorKind.RETRYABLE, "session_expired", id="expired"),
+    MidCallFault(RETELL, {"error_after_s": 0.1}, DOWN, "1011", id="error"),
     MidCallFault(RETELL, {"close_after_s": 0.1, "close_code": 1001}, DOWN, "1001", id="close-1001"),
     MidCallFault(RETELL, {"close_after_s": 0.1, "close_code": 1006}, DOWN, id="tcp-drop"),
-    MidCallFault(VAPI, {"error_after_s": 0.2}, DOWN, "pipeline-error", id="error"),
+    MidCallFault(VAPI, {"error_after_s": 0.1}, DOWN, "pipeline-error", id="error"),
     MidCallFault(VAPI, {"close_after_s": 0.1}, DOWN, "1011", id="close"),
     MidCallFault(VAPI, {"close_after_s": 0.1, "close_code": 1006}, DOWN, id="tcp-drop"),
-    MidCallFault(BOLNA_TWILIO, {"error_after_s": 0.2}, DOWN, "1011", id="error"),
-    MidCallFault(BOLNA_WEB, {"error_after_s": 0.2}, DOWN, "1011", id="error"),
+    MidCallFault(BOLNA_TWILIO, {"error_after_s": 0.1}, DOWN, "1011", id="error"),
+    MidCallFault(BOLNA_WEB, {"error_after_s": 0.1}, DOWN, "1011", id="error"),
     MidCallFault(BOLNA_TWILIO, {"close_after_s": 0.1, "close_code": 1012}, DOWN, "1012", id="close-1012"),
     MidCallFault(BOLNA_TWILIO, {"close_after_s": 0.1, "close_code": 1006}, DOWN, id="tcp-drop"),
 ]

@@ -84,7 +84,7 @@ async def test_caller_first_via_first_message_mode(sim: VapiSimulator, http: aio
         "assistant_overrides": {"firstMessageMode": "assistant-waits-for-user"},
     }
     async with open_call(VAPI, sim, http, voice_config=voice) as call:
-        await caller_first_echo(call, M, M, is_text("echo 1"))
+        await caller_first_echo(call, M, M, is_text("echo 1"), silent_s=0.15)
         assert any(e.role == "user" and e.final for e in call.log.of_type(Transcript))
         assert sim.records[0].audio_bytes == M.bytes_for_ms(1100)
 
