@@ -1,7 +1,7 @@
 """Fixtures for the adapter tests: one HTTP client session and the simulator of the case under test.
 
-A provider module sets its case with a module-level ``case`` fixture; a test parametrized with
-``harness.by_case`` gets one simulator per case.
+A provider module names its adapter in a module-level ``CASE``; a test parametrized with
+``harness.by_case`` gets one simulator per case instead.
 """
 
 from __future__ import annotations
@@ -18,6 +18,12 @@ from tests.providers.harness import ProviderCase, Simulator
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture
+def case(request: pytest.FixtureRequest) -> ProviderCase:
+    case: ProviderCase = request.module.CASE
+    return case
 
 
 @pytest.fixture

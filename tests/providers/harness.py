@@ -1,17 +1,16 @@
 """Shared scaffolding for the adapter ↔ simulator tests.
 
 Every adapter test does the same things: start the provider's simulator, build a
-``ProviderContext`` pointing at it, connect, drain events with a deadline, speak as the caller and
-judge the agent's audio by its tone. ``ProviderCase`` says what differs per adapter (simulator,
-baseline context, wire formats); the scenario helpers below hold the assertions every adapter
-shares, so each provider module only adds what is specific to its wire protocol.
+``ProviderContext`` pointing at it, connect, drain events with a deadline and judge the agent's
+audio by its tone. ``ProviderCase`` says what differs per adapter (simulator, baseline context,
+wire formats); ``open_call`` runs one call; the turns themselves are in ``turns``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,13 +25,10 @@ from providers.base import (
     AudioOut,
     ErrorKind,
     Failure,
-    Hangup,
-    Interrupt,
     ProviderContext,
     ProviderError,
     ProviderEvent,
     ProviderSession,
-    ToolCall,
     Transcript,
 )
 from providers.bolna import client as bolna_client
@@ -45,7 +41,7 @@ from providers.simulators.deepgram import DeepgramSimulator
 from providers.simulators.elevenlabs import ElevenLabsSimulator
 from providers.simulators.openai import OpenAISimulator
 from providers.simulators.retell import RetellSimulator
-from providers.simulators.scripted_agent import EventLog, dominant_frequency, say, utterance_frames
+from providers.simulators.scripted_agent import EventLog, dominant_frequency
 from providers.simulators.vapi import VapiSimulator
 from providers.vapi import client as vapi_client
 
@@ -58,102 +54,90 @@ OPENAI_KEY = "sk-sim"
 RETELL_KEY = "sim-retell-key"
 VAPI_KEY = "sim-vapi-key"
 TOOLS = {"lookup_order": {"status": "shipped"}}  # what the scripted agent's tool call is answered with
-GREETING_HZ, ECHO_HZ, BARGE_HZ, FAREWELL_HZ = 440, 700, 900, 660  # the simulators' tones
 
 
 @dataclass(frozen=True)
 class ProviderCase:
     """One adapter under test: its simulator, the baseline call it makes, its wire formats."""
 
-    id: str
+    provider: str
     connect: Callable[[ProviderContext], Awaitable[ProviderSession]]
     simulator: Callable[[], Simulator]
     fields: Callable[[Simulator], dict[str, object]]  # baseline ProviderContext fields for this simulator
+    dialect: str = ""  # a provider with several wire dialects has one case per dialect
     in_format: AudioFormat = MULAW_8000
     out_format: AudioFormat = MULAW_8000
     echo_marks: bool = False  # the adapter paces its audio by marks: the test plays an instant carrier
 
+    @property
+    def id(self) -> str:
+        return f"{self.provider}-{self.dialect}" if self.dialect else self.provider
+
     def ctx(self, sim: Simulator, http: aiohttp.ClientSession, **overrides: object) -> ProviderContext:
-        fields: dict[str, object] = {"call_id": "call-1", "http": http, "connect_timeout": 2.0}
+        fields: dict[str, object] = {
+            "call_id": "call-1",
+            "provider": self.provider,
+            "http": http,
+            "connect_timeout": 2.0,
+        }
         fields.update(self.fields(sim))
         fields.update(overrides)
         return ProviderContext(**fields)  # type: ignore[arg-type]
 
 
-def _bolna_fields(dialect: str) -> Callable[[Simulator], dict[str, object]]:
-    agent = {"twilio": "agent-twilio", "default": "agent-web"}[dialect]
-    return lambda sim: {
-        "provider": "bolna",
-        "config": {"base_url": sim.http_url},
-        "voice_config": {"agent_id": agent, "io_provider": dialect},
-        "caller_number": "+15550001111",
-    }
+def baseline(
+    voice: Mapping[str, object], api_key: str | None = None, tools: bool = True, **extra: object
+) -> Callable[[Simulator], dict[str, object]]:
+    """Context fields for a call to ``sim``: its URL, ``voice`` config, and the tool answers."""
+
+    def fields(sim: Simulator) -> dict[str, object]:
+        config: dict[str, object] = {"base_url": sim.http_url, **({"tools": TOOLS} if tools else {})}
+        return {"api_key": api_key, "config": config, "voice_config": dict(voice), **extra}
+
+    return fields
 
 
+AGENT_PROMPT = {"prompt": "Be brief.", "first_message": "Hi there!"}
+CALLER = "+15550001111"
 ELEVENLABS = ProviderCase(
-    "elevenlabs",
-    elevenlabs_client.connect,
-    ElevenLabsSimulator,
-    lambda sim: {
-        "provider": "elevenlabs",
-        "config": {"base_url": sim.http_url, "tools": TOOLS},
-        "voice_config": {"agent_id": "agent_sim"},
-    },
+    "elevenlabs", elevenlabs_client.connect, ElevenLabsSimulator, baseline({"agent_id": "agent_sim"})
 )
 DEEPGRAM = ProviderCase(
-    "deepgram",
-    deepgram_client.connect,
-    DeepgramSimulator,
-    lambda sim: {
-        "provider": "deepgram",
-        "api_key": DEEPGRAM_KEY,
-        "config": {"base_url": sim.http_url, "tools": TOOLS},
-        "voice_config": {"prompt": "Be brief.", "first_message": "Hi there!"},
-    },
+    "deepgram", deepgram_client.connect, DeepgramSimulator, baseline(AGENT_PROMPT, DEEPGRAM_KEY)
 )
-OPENAI = ProviderCase(
-    "openai",
-    openai_client.connect,
-    OpenAISimulator,
-    lambda sim: {
-        "provider": "openai",
-        "api_key": OPENAI_KEY,
-        "config": {"base_url": sim.http_url, "tools": TOOLS},
-        "voice_config": {"prompt": "Be brief.", "first_message": "Hi there!"},
-    },
-)
+OPENAI = ProviderCase("openai", openai_client.connect, OpenAISimulator, baseline(AGENT_PROMPT, OPENAI_KEY))
 RETELL = ProviderCase(
     "retell",
     retell_client.connect,
     lambda: RetellSimulator(api_key=RETELL_KEY),
-    lambda sim: {
-        "provider": "retell",
-        "api_key": RETELL_KEY,
-        "config": {"base_url": sim.http_url},
-        "voice_config": {"agent_id": "agent_sim"},
-        "caller_number": "+15550001111",
-        "called_number": "+15550002222",
-    },
+    baseline(
+        {"agent_id": "agent_sim"},
+        RETELL_KEY,
+        tools=False,
+        caller_number=CALLER,
+        called_number="+15550002222",
+    ),
 )
 VAPI = ProviderCase(
     "vapi",
     vapi_client.connect,
     lambda: VapiSimulator(api_key=VAPI_KEY),
-    lambda sim: {
-        "provider": "vapi",
-        "api_key": VAPI_KEY,
-        "config": {"base_url": sim.http_url, "tools": TOOLS},
-        "voice_config": {"assistant_id": "asst_sim"},
-    },
+    baseline({"assistant_id": "asst_sim"}, VAPI_KEY),
 )
 BOLNA_TWILIO = ProviderCase(
-    "bolna-twilio", bolna_client.connect, BolnaSimulator, _bolna_fields("twilio"), echo_marks=True
-)
-BOLNA_WEB = ProviderCase(
-    "bolna-default",
+    "bolna",
     bolna_client.connect,
     BolnaSimulator,
-    _bolna_fields("default"),
+    baseline({"agent_id": "agent-twilio", "io_provider": "twilio"}, tools=False, caller_number=CALLER),
+    dialect="twilio",
+    echo_marks=True,
+)
+BOLNA_WEB = ProviderCase(
+    "bolna",
+    bolna_client.connect,
+    BolnaSimulator,
+    baseline({"agent_id": "agent-web", "io_provider": "default"}, tools=False, caller_number=CALLER),
+    dialect="default",
     in_format=PCM16_16000,
     out_format=PCM16_24000,
     echo_marks=True,
@@ -249,86 +233,3 @@ def is_text(text: str, role: str | None = None) -> Callable[[ProviderEvent], boo
 
 def is_audio(e: ProviderEvent) -> bool:
     return isinstance(e, AudioOut)
-
-
-# -- the turns every adapter plays ------------------------------------------------------------------
-
-
-async def hear_greeting(call: Call, fmt: AudioFormat, until: Callable[[ProviderEvent], bool]) -> bytes:
-    """The agent speaks first: a 400 ms greeting tone, complete once ``until`` is seen and all is in."""
-    await call.log.wait_for(until)
-    await call.settle()
-    greeting = call.audio()
-    assert abs(fmt.ms_for_bytes(len(greeting)) - 400) <= 20
-    assert_tone(greeting, fmt, GREETING_HZ)
-    return greeting
-
-
-async def caller_first_echo(
-    call: Call,
-    fin: AudioFormat,
-    fout: AudioFormat,
-    until: Callable[[ProviderEvent], bool],
-    silent_s: float = 0.1,
-) -> bytes:
-    """The agent waits (``silent_s`` without audio); the caller's 600 ms utterance comes back as a
-    500-800 ms echo of its tone."""
-    await asyncio.sleep(silent_s)
-    assert not call.log.of_type(AudioOut), "the agent spoke first"
-    await say(call.session, utterance_frames(ECHO_HZ, 600, fin), fin)
-    await call.log.wait_for(until)
-    await call.settle()
-    echo = call.audio()
-    assert_tone(echo, fout, ECHO_HZ)
-    assert 500 <= fout.ms_for_bytes(len(echo)) <= 800
-    assert not call.log.of_type(Interrupt)  # nothing was playing when the caller started
-    return echo
-
-
-async def barge_in(
-    call: Call, fin: AudioFormat, fout: AudioFormat, until: Callable[[ProviderEvent], bool] | None = None
-) -> tuple[AudioOut, list[AudioOut]]:
-    """The caller talks over a long greeting: Interrupt, then only the echo's tone (no stale greeting).
-
-    Returns the first greeting chunk and the audio after the interruption. ``until`` marks the reply
-    as complete; by default the first audio after the interruption.
-    """
-    greeting = await call.log.wait_for(is_audio)
-    assert isinstance(greeting, AudioOut)
-    await say(call.session, utterance_frames(BARGE_HZ, 500, fin), fin)
-    interrupt = await call.log.wait_for(lambda e: isinstance(e, Interrupt))
-    cut = call.events.index(interrupt)
-    await call.log.wait_for(until or (lambda e: is_audio(e) and call.events.index(e) > cut))
-    await call.settle()
-    after = [e for e in call.events[cut:] if isinstance(e, AudioOut)]
-    assert after, "the echo should follow the interruption"
-    for chunk in after:
-        assert_tone(chunk.audio.raw, fout, BARGE_HZ, tolerance=30)
-    return greeting, after
-
-
-async def tool_round_trip(call: Call, fin: AudioFormat) -> ToolCall:
-    """The caller's first turn makes the agent call ``lookup_order``, answered from ``config.tools``."""
-    await say(call.session, utterance_frames(ECHO_HZ, 300, fin), fin)
-    tool_call = await call.log.wait_for(lambda e: isinstance(e, ToolCall))
-    assert isinstance(tool_call, ToolCall)
-    expected = ToolCall("lookup_order", tool_call.call_id, {"order_id": "A-17"}, TOOLS["lookup_order"])
-    assert tool_call == expected
-    asked = call.events.index(tool_call)
-    await call.log.wait_for(lambda e: is_audio(e) and call.events.index(e) > asked)
-    return tool_call
-
-
-async def agent_hangs_up(call: Call, fin: AudioFormat, fout: AudioFormat, closes: bool) -> Hangup:
-    """After the caller's first turn the agent says a farewell tone and ends the call, once.
-
-    ``closes``: the provider also closes its socket (others leave that to the gateway).
-    """
-    await say(call.session, utterance_frames(ECHO_HZ, 300, fin), fin)
-    hangup = await call.log.wait_for(lambda e: isinstance(e, Hangup))
-    assert isinstance(hangup, Hangup)
-    if closes:
-        await call.ends()
-    assert len(call.log.of_type(Hangup)) == 1 and not call.log.of_type(Failure)
-    assert_tone(call.log.of_type(AudioOut)[-1].audio.raw, fout, FAREWELL_HZ, tolerance=30)
-    return hangup

@@ -27,30 +27,24 @@ from providers.base import (
 )
 from providers.bolna import protocol
 from providers.simulators.bolna import BolnaSimulator
+from tests.providers import turns
 from tests.providers.harness import (
     BOLNA_DIALECTS,
     BOLNA_TWILIO,
     BOLNA_WEB,
     ProviderCase,
-    agent_hangs_up,
-    barge_in,
     by_case,
-    caller_first_echo,
-    hear_greeting,
     is_audio,
     open_call,
     refused,
 )
 
-
-@pytest.fixture
-def case() -> ProviderCase:
-    return BOLNA_TWILIO
+CASE = BOLNA_TWILIO
 
 
 async def test_twilio_dialect_impersonates_twilio(sim: BolnaSimulator, http: aiohttp.ClientSession) -> None:
     history = [Transcript("user", "hello")]
-    async with open_call(BOLNA_TWILIO, sim, http, history=history) as call:
+    async with open_call(CASE, sim, http, history=history) as call:
         assert call.session.input_format == MULAW_8000 and call.session.output_format == MULAW_8000
         await asyncio.sleep(0.05)
         record = sim.records[0]
@@ -87,7 +81,7 @@ async def test_greeting_first_with_marks(
     case: ProviderCase, sim: BolnaSimulator, http: aiohttp.ClientSession
 ) -> None:
     async with open_call(case, sim, http) as call:
-        await hear_greeting(call, case.out_format, is_audio)
+        await turns.greeting(call, case.out_format, is_audio)
         marks = [e.name for e in call.log.of_type(Mark)]
         per_chunk = 1 if case is BOLNA_TWILIO else 2  # the web dialect pre- and post-marks each chunk
         assert len(marks) == per_chunk * len(call.log.of_type(AudioOut))
@@ -101,7 +95,7 @@ async def test_caller_first_echo(
 ) -> None:
     sim.script.greeting_first = False
     async with open_call(case, sim, http) as call:
-        await caller_first_echo(call, case.in_format, case.out_format, is_audio)
+        await turns.caller_first_echo(call, case.in_format, case.out_format, is_audio)
         assert sim.records[0].audio_bytes == case.in_format.bytes_for_ms(1100)
         assert call.session.usage.audio_in_ms == pytest.approx(1100, abs=1)
 
@@ -110,7 +104,7 @@ async def test_caller_first_echo(
 async def test_barge_in_clear(case: ProviderCase, sim: BolnaSimulator, http: aiohttp.ClientSession) -> None:
     sim.script.greeting_ms = 3000
     async with open_call(case, sim, http) as call:
-        await barge_in(call, case.in_format, case.out_format)
+        await turns.barge_in(call, case.in_format, case.out_format)
 
 
 @by_case(BOLNA_DIALECTS)
@@ -120,7 +114,7 @@ async def test_hangup_after_final_mark_echo(
     sim.script.greeting_first = False
     sim.script.hangup_after = 1
     async with open_call(case, sim, http) as call:
-        hangup = await agent_hangs_up(call, case.in_format, case.out_format, closes=True)
+        hangup = await turns.agent_hangup(call, case.in_format, case.out_format, closes=True)
         assert hangup.reason == "assistant-ended-call"
         assert not sim.records[0].violations
 
@@ -128,7 +122,7 @@ async def test_hangup_after_final_mark_echo(
 async def test_unknown_agent(sim: BolnaSimulator, http: aiohttp.ClientSession) -> None:
     voice = {"agent_id": "nope", "io_provider": "default"}
     await refused(BOLNA_WEB, sim, http, ErrorKind.PROVIDER_DOWN, voice_config=voice)
-    async with open_call(BOLNA_TWILIO, sim, http, voice_config={"agent_id": "nope"}) as call:
+    async with open_call(CASE, sim, http, voice_config={"agent_id": "nope"}) as call:
         failure = await call.first_failure()
         assert "1011" in failure.message
 
@@ -141,7 +135,7 @@ async def test_config_errors(sim: BolnaSimulator, http: aiohttp.ClientSession) -
         {"voice_config": {}},
     )
     for overrides in bad:
-        await refused(BOLNA_TWILIO, sim, http, ErrorKind.CONFIG, **overrides)
+        await refused(CASE, sim, http, ErrorKind.CONFIG, **overrides)
 
 
 async def test_web_dialect_custom_input_rate(sim: BolnaSimulator, http: aiohttp.ClientSession) -> None:
@@ -183,7 +177,7 @@ async def test_strict_simulator_rejects_malformed_input(
 
 
 async def test_dtmf_in_twilio_dialect(sim: BolnaSimulator, http: aiohttp.ClientSession) -> None:
-    async with open_call(BOLNA_TWILIO, sim, http) as call:
+    async with open_call(CASE, sim, http) as call:
         await call.session.send_dtmf("7")
         await asyncio.sleep(0.05)
         dtmf = [m for m in sim.records[0].messages if m.get("event") == "dtmf"]

@@ -21,20 +21,8 @@ from providers.base import (
 )
 from providers.openai import client
 from providers.simulators.openai import OpenAISimulator
-from tests.providers.harness import (
-    OPENAI,
-    OPENAI_KEY,
-    ProviderCase,
-    agent_hangs_up,
-    barge_in,
-    caller_first_echo,
-    hear_greeting,
-    is_text,
-    open_call,
-    refused,
-    tool_round_trip,
-    wait_until,
-)
+from tests.providers import turns
+from tests.providers.harness import OPENAI, OPENAI_KEY, is_text, open_call, refused, wait_until
 
 M = MULAW_8000
 
@@ -46,14 +34,12 @@ class Heard50Ms:
         return 50
 
 
-@pytest.fixture
-def case() -> ProviderCase:
-    return OPENAI
+CASE = OPENAI
 
 
 def config(sim: OpenAISimulator, **extra: object) -> dict[str, object]:
     """The baseline adapter config with ``extra`` settings on top."""
-    return {**OPENAI.fields(sim)["config"], **extra}  # type: ignore[dict-item]
+    return {**CASE.fields(sim)["config"], **extra}  # type: ignore[dict-item]
 
 
 def sent_types(sim: OpenAISimulator) -> list[str]:
@@ -70,7 +56,7 @@ def is_agent_transcript(e: object) -> bool:
 async def test_ga_session_pcmu_passthrough(sim: OpenAISimulator, http: aiohttp.ClientSession) -> None:
     history = [Transcript("user", "hi"), Transcript("agent", "hello")]
     voice = {"prompt": "Be brief.", "resume_message": "Sorry, where were we?"}
-    async with open_call(OPENAI, sim, http, history=history, voice_config=voice) as call:
+    async with open_call(CASE, sim, http, history=history, voice_config=voice) as call:
         assert call.session.input_format == M and call.session.output_format == M
         handshake = sim.records[0].handshake
         assert (
@@ -98,12 +84,12 @@ async def test_ga_session_pcmu_passthrough(sim: OpenAISimulator, http: aiohttp.C
 
 async def test_beta_dialect_and_forced_pcm(sim: OpenAISimulator, http: aiohttp.ClientSession) -> None:
     beta = config(sim, dialect="beta", audio_format="pcm16_24000")
-    async with open_call(OPENAI, sim, http, config=beta) as call:
+    async with open_call(CASE, sim, http, config=beta) as call:
         assert call.session.input_format == PCM16_24000
         handshake = sim.records[0].handshake
         assert handshake["headers"]["OpenAI-Beta"] == "realtime=v1"
         assert handshake["session"]["input_audio_format"] == "pcm16"
-        await hear_greeting(call, PCM16_24000, is_agent_transcript)  # beta transcript name
+        await turns.greeting(call, PCM16_24000, is_agent_transcript)  # beta transcript name
 
 
 @pytest.mark.parametrize(
@@ -128,37 +114,37 @@ async def test_strict_simulator_rejects_bad_session_update(
 async def test_rejected_session_update_is_config(sim: OpenAISimulator, http: aiohttp.ClientSession) -> None:
     # the simulator refuses A-law sessions; PCM16 16 kHz is not an OpenAI format at all
     for audio_format in ("alaw_8000", "pcm16_16000"):
-        await refused(OPENAI, sim, http, ErrorKind.CONFIG, config=config(sim, audio_format=audio_format))
+        await refused(CASE, sim, http, ErrorKind.CONFIG, config=config(sim, audio_format=audio_format))
 
 
 async def test_missing_key_is_auth(sim: OpenAISimulator, http: aiohttp.ClientSession) -> None:
-    await refused(OPENAI, sim, http, ErrorKind.AUTH, api_key=None)
+    await refused(CASE, sim, http, ErrorKind.AUTH, api_key=None)
 
 
 # -- turns ------------------------------------------------------------------------------------------
 
 
 async def test_greeting_first(sim: OpenAISimulator, http: aiohttp.ClientSession) -> None:
-    async with open_call(OPENAI, sim, http) as call:
+    async with open_call(CASE, sim, http) as call:
         first = await call.log.wait_for(lambda e: isinstance(e, Transcript))
         assert first == Transcript("agent", "greeting")
-        await hear_greeting(call, M, is_agent_transcript)
+        await turns.greeting(call, M, is_agent_transcript)
         assert sim.records[0].messages[-1]["response"]["instructions"].endswith("Hi there!")
         await wait_until(lambda: call.session.usage.output_tokens == 10)
         assert call.session.usage.input_tokens == 20
 
 
 async def test_caller_first_echo(sim: OpenAISimulator, http: aiohttp.ClientSession) -> None:
-    async with open_call(OPENAI, sim, http, config=config(sim, speak_first=False)) as call:
+    async with open_call(CASE, sim, http, config=config(sim, speak_first=False)) as call:
         assert "response.create" not in sent_types(sim)
-        await caller_first_echo(call, M, M, is_text("echo 1"))
+        await turns.caller_first_echo(call, M, M, is_text("echo 1"))
         assert Transcript("user", "utterance 1") in call.events
 
 
 async def test_barge_in_truncates_what_was_heard(sim: OpenAISimulator, http: aiohttp.ClientSession) -> None:
     sim.script.greeting_ms = 3000
-    async with open_call(OPENAI, sim, http, playback=Heard50Ms()) as call:
-        greeting, after = await barge_in(call, M, M, is_text("echo 1"))
+    async with open_call(CASE, sim, http, playback=Heard50Ms()) as call:
+        greeting, after = await turns.barge_in(call, M, M, is_text("echo 1"))
         assert all(e.item_id != greeting.item_id for e in after)
         truncate = next(m for m in sim.records[0].messages if m["type"] == "conversation.item.truncate")
         assert truncate["item_id"] == greeting.item_id and truncate["audio_end_ms"] == 50
@@ -167,8 +153,8 @@ async def test_barge_in_truncates_what_was_heard(sim: OpenAISimulator, http: aio
 
 async def test_function_call_round_trip(sim: OpenAISimulator, http: aiohttp.ClientSession) -> None:
     sim.script.tool_after = 1
-    async with open_call(OPENAI, sim, http, config=config(sim, speak_first=False)) as call:
-        tool_call = await tool_round_trip(call, M)
+    async with open_call(CASE, sim, http, config=config(sim, speak_first=False)) as call:
+        tool_call = await turns.tool_call(call, M)
         assert sim.records[0].tool_results == [
             {"type": "function_call_output", "call_id": tool_call.call_id, "output": '{"status":"shipped"}'}
         ]
@@ -177,15 +163,15 @@ async def test_function_call_round_trip(sim: OpenAISimulator, http: aiohttp.Clie
 
 async def test_end_call_tool_is_hangup(sim: OpenAISimulator, http: aiohttp.ClientSession) -> None:
     sim.script.hangup_after = 1
-    async with open_call(OPENAI, sim, http, config=config(sim, speak_first=False)) as call:
-        assert await agent_hangs_up(call, M, M, closes=False) == Hangup("agent_end_call")
+    async with open_call(CASE, sim, http, config=config(sim, speak_first=False)) as call:
+        assert await turns.agent_hangup(call, M, M, closes=False) == Hangup("agent_end_call")
         await wait_until(lambda: bool(sim.records[0].tool_results))
         assert sent_types(sim)[-1] == "conversation.item.create"  # no response.create after goodbye
 
 
 async def test_server_error_then_drop(sim: OpenAISimulator, http: aiohttp.ClientSession) -> None:
     sim.faults.error_after_s = 0.2
-    async with open_call(OPENAI, sim, http) as call:
+    async with open_call(CASE, sim, http) as call:
         await call.ends(within_s=2)
         failures = call.log.of_type(Failure)
         first, last = failures[0], failures[-1]
@@ -194,7 +180,7 @@ async def test_server_error_then_drop(sim: OpenAISimulator, http: aiohttp.Client
 
 
 async def test_benign_error_is_notice(sim: OpenAISimulator, http: aiohttp.ClientSession) -> None:
-    async with open_call(OPENAI, sim, http, config=config(sim, speak_first=False)) as call:
+    async with open_call(CASE, sim, http, config=config(sim, speak_first=False)) as call:
         assert isinstance(call.session, client.OpenAISession)
         await call.session._send_str('{"type":"response.cancel"}')
         notice = await call.log.wait_for(lambda e: isinstance(e, Notice))

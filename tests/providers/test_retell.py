@@ -14,30 +14,18 @@ from providers.base import MULAW_8000, PCM16_16000, ErrorKind, Interrupt, Transc
 from providers.retell import protocol
 from providers.simulators.retell import RetellSimulator
 from providers.simulators.scripted_agent import say, utterance_frames
-from tests.providers.harness import (
-    RETELL,
-    RETELL_KEY,
-    ProviderCase,
-    agent_hangs_up,
-    barge_in,
-    caller_first_echo,
-    hear_greeting,
-    is_text,
-    open_call,
-    refused,
-)
+from tests.providers import turns
+from tests.providers.harness import RETELL, RETELL_KEY, is_text, open_call, refused
 
 M = MULAW_8000
 
 
-@pytest.fixture
-def case() -> ProviderCase:
-    return RETELL
+CASE = RETELL
 
 
 async def test_registers_call_and_streams_mulaw(sim: RetellSimulator, http: aiohttp.ClientSession) -> None:
     history = [Transcript("user", "hi"), Transcript("agent", "hello")]
-    async with open_call(RETELL, sim, http, history=history) as call:
+    async with open_call(CASE, sim, http, history=history) as call:
         assert call.session.input_format == M and call.session.output_format == M
         body = sim.registrations[0]
         assert body["agent_id"] == "agent_sim"
@@ -49,22 +37,22 @@ async def test_registers_call_and_streams_mulaw(sim: RetellSimulator, http: aioh
 
 
 async def test_pcm_caller_gets_pcm_session(sim: RetellSimulator, http: aiohttp.ClientSession) -> None:
-    async with open_call(RETELL, sim, http, preferred_format=PCM16_16000) as call:
+    async with open_call(CASE, sim, http, preferred_format=PCM16_16000) as call:
         assert call.session.input_format == PCM16_16000
         assert sim.registrations[0]["audio_encoding"] == "s16le"
         assert sim.registrations[0]["sample_rate"] == 16000
 
 
 async def test_greeting_first(sim: RetellSimulator, http: aiohttp.ClientSession) -> None:
-    async with open_call(RETELL, sim, http) as call:
-        await hear_greeting(call, M, is_text("greeting", role="agent"))
+    async with open_call(CASE, sim, http) as call:
+        await turns.greeting(call, M, is_text("greeting", role="agent"))
         assert call.session.usage.audio_out_ms == pytest.approx(400, abs=20)
 
 
 async def test_caller_first_echo_and_transcripts(sim: RetellSimulator, http: aiohttp.ClientSession) -> None:
     sim.script.greeting_first = False
-    async with open_call(RETELL, sim, http) as call:
-        await caller_first_echo(call, M, M, is_text("echo 1"))
+    async with open_call(CASE, sim, http) as call:
+        await turns.caller_first_echo(call, M, M, is_text("echo 1"))
         user = [e for e in call.log.of_type(Transcript) if e.role == "user"]
         assert user and user[0].text.startswith("utterance 1")
         assert call.session.usage.audio_in_ms == pytest.approx(1100, abs=40)
@@ -72,15 +60,15 @@ async def test_caller_first_echo_and_transcripts(sim: RetellSimulator, http: aio
 
 async def test_barge_in_clears_and_no_stale_audio(sim: RetellSimulator, http: aiohttp.ClientSession) -> None:
     sim.script.greeting_ms = 3000
-    async with open_call(RETELL, sim, http) as call:
-        await barge_in(call, M, M, is_text("echo 1"))
+    async with open_call(CASE, sim, http) as call:
+        await turns.barge_in(call, M, M, is_text("echo 1"))
         assert sim.records[0].interruptions == 1
 
 
 async def test_barge_in_after_all_audio_was_sent(sim: RetellSimulator, http: aiohttp.ClientSession) -> None:
     """Retell judges by play-out, so the phone buffer must still be flushed."""
     sim.script.greeting_ms = 3000
-    async with open_call(RETELL, sim, http) as call:
+    async with open_call(CASE, sim, http) as call:
         await call.log.wait_for(is_text("greeting"))
         await call.settle()
         assert M.ms_for_bytes(len(call.audio())) == pytest.approx(3000, abs=20)
@@ -91,23 +79,23 @@ async def test_barge_in_after_all_audio_was_sent(sim: RetellSimulator, http: aio
 async def test_provider_hangup_after_farewell(sim: RetellSimulator, http: aiohttp.ClientSession) -> None:
     sim.script.greeting_first = False
     sim.script.hangup_after = 1
-    async with open_call(RETELL, sim, http) as call:
-        hangup = await agent_hangs_up(call, M, M, closes=True)
+    async with open_call(CASE, sim, http) as call:
+        hangup = await turns.agent_hangup(call, M, M, closes=True)
         assert hangup.reason == "assistant-ended-call"
 
 
 async def test_bad_key_unknown_agent_and_no_agent(sim: RetellSimulator, http: aiohttp.ClientSession) -> None:
-    error = await refused(RETELL, sim, http, ErrorKind.AUTH, api_key="wrong")
+    error = await refused(CASE, sim, http, ErrorKind.AUTH, api_key="wrong")
     assert "wrong" not in str(error)
-    await refused(RETELL, sim, http, ErrorKind.CONFIG, voice_config={"agent_id": "nope"})
-    await refused(RETELL, sim, http, ErrorKind.CONFIG, voice_config={})
+    await refused(CASE, sim, http, ErrorKind.CONFIG, voice_config={"agent_id": "nope"})
+    await refused(CASE, sim, http, ErrorKind.CONFIG, voice_config={})
 
 
 async def test_keepalive_ping_is_answered(
     sim: RetellSimulator, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(protocol, "PING_INTERVAL_S", 0.0)
-    async with open_call(RETELL, sim, http) as call:
+    async with open_call(CASE, sim, http) as call:
         await say(call.session, utterance_frames(700, 40, M, silence_ms=0), M)
         await asyncio.sleep(0.1)
         assert protocol.PING in sim.records[0].messages

@@ -15,30 +15,17 @@ import pytest
 from providers.base import MULAW_8000, PCM16_16000, AudioOut, ErrorKind, Failure, Transcript
 from providers.simulators.vapi import VapiSimulator
 from providers.vapi import client, protocol
-from tests.providers.harness import (
-    VAPI,
-    VAPI_KEY,
-    ProviderCase,
-    agent_hangs_up,
-    barge_in,
-    caller_first_echo,
-    hear_greeting,
-    is_text,
-    open_call,
-    refused,
-    tool_round_trip,
-)
+from tests.providers import turns
+from tests.providers.harness import VAPI, VAPI_KEY, is_text, open_call, refused
 
 M = MULAW_8000
 
 
-@pytest.fixture
-def case() -> ProviderCase:
-    return VAPI
+CASE = VAPI
 
 
 async def test_create_call_body_is_exact(sim: VapiSimulator, http: aiohttp.ClientSession) -> None:
-    async with open_call(VAPI, sim, http) as call:
+    async with open_call(CASE, sim, http) as call:
         assert call.session.input_format == M and call.session.output_format == M
         assert sim.calls[0] == {
             "assistantId": "asst_sim",
@@ -54,7 +41,7 @@ async def test_create_call_body_is_exact(sim: VapiSimulator, http: aiohttp.Clien
 async def test_history_and_overrides(sim: VapiSimulator, http: aiohttp.ClientSession) -> None:
     history = [Transcript("user", "my order"), Transcript("agent", "which one?")]
     voice = {"assistant_id": "asst_sim", "assistant_overrides": {"variableValues": {"name": "Ann"}}}
-    async with open_call(VAPI, sim, http, history=history, voice_config=voice):
+    async with open_call(CASE, sim, http, history=history, voice_config=voice):
         overrides = sim.calls[0]["assistantOverrides"]
         assert overrides["variableValues"] == {
             "name": "Ann",
@@ -64,7 +51,7 @@ async def test_history_and_overrides(sim: VapiSimulator, http: aiohttp.ClientSes
 
 
 async def test_pcm_caller(sim: VapiSimulator, http: aiohttp.ClientSession) -> None:
-    async with open_call(VAPI, sim, http, preferred_format=PCM16_16000) as call:
+    async with open_call(CASE, sim, http, preferred_format=PCM16_16000) as call:
         assert call.session.input_format == PCM16_16000
         assert sim.calls[0]["transport"]["audioFormat"] == {
             "format": "pcm_s16le",
@@ -74,8 +61,8 @@ async def test_pcm_caller(sim: VapiSimulator, http: aiohttp.ClientSession) -> No
 
 
 async def test_greeting_first(sim: VapiSimulator, http: aiohttp.ClientSession) -> None:
-    async with open_call(VAPI, sim, http) as call:
-        await hear_greeting(call, M, is_text("greeting"))
+    async with open_call(CASE, sim, http) as call:
+        await turns.greeting(call, M, is_text("greeting"))
 
 
 async def test_caller_first_via_first_message_mode(sim: VapiSimulator, http: aiohttp.ClientSession) -> None:
@@ -83,23 +70,23 @@ async def test_caller_first_via_first_message_mode(sim: VapiSimulator, http: aio
         "assistant_id": "asst_sim",
         "assistant_overrides": {"firstMessageMode": "assistant-waits-for-user"},
     }
-    async with open_call(VAPI, sim, http, voice_config=voice) as call:
-        await caller_first_echo(call, M, M, is_text("echo 1"), silent_s=0.15)
+    async with open_call(CASE, sim, http, voice_config=voice) as call:
+        await turns.caller_first_echo(call, M, M, is_text("echo 1"), silent_s=0.15)
         assert any(e.role == "user" and e.final for e in call.log.of_type(Transcript))
         assert sim.records[0].audio_bytes == M.bytes_for_ms(1100)
 
 
 async def test_barge_in(sim: VapiSimulator, http: aiohttp.ClientSession) -> None:
     sim.script.greeting_ms = 3000
-    async with open_call(VAPI, sim, http) as call:
-        await barge_in(call, M, M, is_text("echo 1"))
+    async with open_call(CASE, sim, http) as call:
+        await turns.barge_in(call, M, M, is_text("echo 1"))
 
 
 async def test_tool_call_answered_from_config(sim: VapiSimulator, http: aiohttp.ClientSession) -> None:
     sim.script.greeting_first = False
     sim.script.tool_after = 1
-    async with open_call(VAPI, sim, http) as call:
-        tool_call = await tool_round_trip(call, M)
+    async with open_call(CASE, sim, http) as call:
+        tool_call = await turns.tool_call(call, M)
         await call.log.wait_for(is_text("echo 1"))
         record = sim.records[0]
         assert record.tool_results[0]["tool_call_id"] == tool_call.call_id
@@ -110,17 +97,17 @@ async def test_tool_call_answered_from_config(sim: VapiSimulator, http: aiohttp.
 async def test_provider_hangup(sim: VapiSimulator, http: aiohttp.ClientSession) -> None:
     sim.script.greeting_first = False
     sim.script.hangup_after = 1
-    async with open_call(VAPI, sim, http) as call:
-        hangup = await agent_hangs_up(call, M, M, closes=True)
+    async with open_call(CASE, sim, http) as call:
+        hangup = await turns.agent_hangup(call, M, M, closes=True)
         assert hangup.reason == "assistant-ended-call"
 
 
 async def test_config_errors(sim: VapiSimulator, http: aiohttp.ClientSession) -> None:
-    error = await refused(VAPI, sim, http, ErrorKind.CONFIG, voice_config={"assistant_id": "missing"})
+    error = await refused(CASE, sim, http, ErrorKind.CONFIG, voice_config={"assistant_id": "missing"})
     assert "Does Not Exist" in error.message
-    error = await refused(VAPI, sim, http, ErrorKind.AUTH, api_key="bad-key")
+    error = await refused(CASE, sim, http, ErrorKind.AUTH, api_key="bad-key")
     assert "bad-key" not in str(error)
-    await refused(VAPI, sim, http, ErrorKind.CONFIG, voice_config={})
+    await refused(CASE, sim, http, ErrorKind.CONFIG, voice_config={})
 
 
 async def test_strict_simulator_rejects_malformed_input(
@@ -160,7 +147,7 @@ async def test_strict_simulator_rejects_malformed_input(
 
 async def test_mute_keeps_turns_but_no_audio(sim: VapiSimulator, http: aiohttp.ClientSession) -> None:
     sim.faults.mute = True
-    async with open_call(VAPI, sim, http) as call:
+    async with open_call(CASE, sim, http) as call:
         await call.log.wait_for(is_text("greeting"))
         await call.settle()
         assert not call.log.of_type(AudioOut) and not call.log.of_type(Failure)
