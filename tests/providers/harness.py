@@ -124,24 +124,18 @@ VAPI = ProviderCase(
     lambda: VapiSimulator(api_key=VAPI_KEY),
     baseline({"assistant_id": "asst_sim"}, VAPI_KEY),
 )
-BOLNA_TWILIO = ProviderCase(
-    "bolna",
-    bolna_client.connect,
-    BolnaSimulator,
-    baseline({"agent_id": "agent-twilio", "io_provider": "twilio"}, tools=False, caller_number=CALLER),
-    dialect="twilio",
-    echo_marks=True,
-)
-BOLNA_WEB = ProviderCase(
-    "bolna",
-    bolna_client.connect,
-    BolnaSimulator,
-    baseline({"agent_id": "agent-web", "io_provider": "default"}, tools=False, caller_number=CALLER),
-    dialect="default",
-    in_format=PCM16_16000,
-    out_format=PCM16_24000,
-    echo_marks=True,
-)
+
+
+def _bolna(agent: str, dialect: str, fin: AudioFormat, fout: AudioFormat) -> ProviderCase:
+    voice = {"agent_id": agent, "io_provider": dialect}
+    fields = baseline(voice, tools=False, caller_number=CALLER)  # Bolna runs tools server-side
+    return ProviderCase(
+        "bolna", bolna_client.connect, BolnaSimulator, fields, dialect, fin, fout, echo_marks=True
+    )
+
+
+BOLNA_TWILIO = _bolna("agent-twilio", "twilio", MULAW_8000, MULAW_8000)
+BOLNA_WEB = _bolna("agent-web", "default", PCM16_16000, PCM16_24000)
 CASES = (ELEVENLABS, DEEPGRAM, OPENAI, RETELL, VAPI, BOLNA_TWILIO, BOLNA_WEB)
 BOLNA_DIALECTS = (BOLNA_TWILIO, BOLNA_WEB)
 

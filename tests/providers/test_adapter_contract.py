@@ -19,6 +19,7 @@ import pytest
 
 from providers.base import Audio, ErrorKind, Failure, Hangup
 from providers.simulators.scripted_agent import SessionRecord
+from tests.providers import turns
 from tests.providers.harness import (
     BOLNA_TWILIO,
     BOLNA_WEB,
@@ -176,3 +177,27 @@ async def test_expiry_is_one_hangup(
         assert hangup == Hangup(reason)
         await call.ends()
         assert len(call.log.of_type(Hangup)) == 1 and not call.log.of_type(Failure)
+
+
+# The agent says goodbye and ends the call itself (Deepgram and OpenAI leave closing the socket
+# to the gateway: their end_call tests are in their modules).
+AGENT_HANGUPS = [
+    (ELEVENLABS, "agent_ended"),
+    (RETELL, "assistant-ended-call"),
+    (VAPI, "assistant-ended-call"),
+    (BOLNA_TWILIO, "assistant-ended-call"),  # only once the farewell's final mark is echoed
+    (BOLNA_WEB, "assistant-ended-call"),
+]
+
+
+@pytest.mark.parametrize(("case", "reason"), AGENT_HANGUPS, ids=[c.id for c, _ in AGENT_HANGUPS])
+async def test_agent_hangup_ends_the_call(
+    case: ProviderCase, sim: Simulator, http: aiohttp.ClientSession, reason: str
+) -> None:
+    sim.script.greeting_first = False
+    sim.script.hangup_after = 1
+    async with open_call(case, sim, http) as call:
+        hangup = await turns.agent_hangup(call, case.in_format, case.out_format, closes=True)
+        assert hangup.reason == reason
+        record = sim.records[0]
+        assert record.close_code == 1000 and not record.violations

@@ -107,18 +107,6 @@ async def test_barge_in_clear(case: ProviderCase, sim: BolnaSimulator, http: aio
         await turns.barge_in(call, case.in_format, case.out_format)
 
 
-@by_case(BOLNA_DIALECTS)
-async def test_hangup_after_final_mark_echo(
-    case: ProviderCase, sim: BolnaSimulator, http: aiohttp.ClientSession
-) -> None:
-    sim.script.greeting_first = False
-    sim.script.hangup_after = 1
-    async with open_call(case, sim, http) as call:
-        hangup = await turns.agent_hangup(call, case.in_format, case.out_format, closes=True)
-        assert hangup.reason == "assistant-ended-call"
-        assert not sim.records[0].violations
-
-
 async def test_unknown_agent(sim: BolnaSimulator, http: aiohttp.ClientSession) -> None:
     voice = {"agent_id": "nope", "io_provider": "default"}
     await refused(BOLNA_WEB, sim, http, ErrorKind.PROVIDER_DOWN, voice_config=voice)

@@ -161,12 +161,3 @@ async def test_unknown_tool_gets_error_result(sim: ElevenLabsSimulator, http: ai
         await say(call.session, utterance_frames(700, 300, M), M)
         await call.log.wait_for(is_audio)
         assert sim.records[0].tool_results[0]["is_error"] is True
-
-
-async def test_agent_hangup_is_close_1000(sim: ElevenLabsSimulator, http: aiohttp.ClientSession) -> None:
-    sim.script.greeting_first = False
-    sim.script.hangup_after = 1
-    async with open_call(CASE, sim, http) as call:
-        hangup = await turns.agent_hangup(call, M, M, closes=True)
-        assert hangup.reason == "agent_ended"
-        assert sim.records[0].close_code == 1000

@@ -76,14 +76,6 @@ async def test_barge_in_after_all_audio_was_sent(sim: RetellSimulator, http: aio
         await call.log.wait_for(lambda e: isinstance(e, Interrupt))
 
 
-async def test_provider_hangup_after_farewell(sim: RetellSimulator, http: aiohttp.ClientSession) -> None:
-    sim.script.greeting_first = False
-    sim.script.hangup_after = 1
-    async with open_call(CASE, sim, http) as call:
-        hangup = await turns.agent_hangup(call, M, M, closes=True)
-        assert hangup.reason == "assistant-ended-call"
-
-
 async def test_bad_key_unknown_agent_and_no_agent(sim: RetellSimulator, http: aiohttp.ClientSession) -> None:
     error = await refused(CASE, sim, http, ErrorKind.AUTH, api_key="wrong")
     assert "wrong" not in str(error)

@@ -94,14 +94,6 @@ async def test_tool_call_answered_from_config(sim: VapiSimulator, http: aiohttp.
         assert not record.violations
 
 
-async def test_provider_hangup(sim: VapiSimulator, http: aiohttp.ClientSession) -> None:
-    sim.script.greeting_first = False
-    sim.script.hangup_after = 1
-    async with open_call(CASE, sim, http) as call:
-        hangup = await turns.agent_hangup(call, M, M, closes=True)
-        assert hangup.reason == "assistant-ended-call"
-
-
 async def test_config_errors(sim: VapiSimulator, http: aiohttp.ClientSession) -> None:
     error = await refused(CASE, sim, http, ErrorKind.CONFIG, voice_config={"assistant_id": "missing"})
     assert "Does Not Exist" in error.message
