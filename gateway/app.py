@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,7 @@ class GatewayContext:
     writer: Writer
     box: SecretBox
     http: aiohttp.ClientSession
+    token_secret: bytes  # HMAC key of media-stream tokens, identical on every node
     stats: GatewayStats = field(default_factory=GatewayStats)
     recorder: CallRecorder = field(init=False)
     selector: ProviderSelector = field(init=False)
@@ -60,6 +62,7 @@ class GatewayContext:
     draining: bool = False
     no_live_calls: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         from gateway.selection import ProviderSelector
@@ -70,28 +73,41 @@ class GatewayContext:
 
     async def watchdog(self) -> None:
         """Once a second: start timeouts, idle carriers, max duration, silent providers."""
-        s = self.settings
         while True:
             await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for key, pending in list(self.pending.items()):
-                if now - pending.opened_at > s.start_timeout_s:
-                    self.pending.pop(key, None)
-                    self.stats.protocol_errors["start_timeout"] += 1
-                    log.warning("media socket closed: no valid start within %.0f s", s.start_timeout_s)
-                    await pending.close(4408, "start timeout")
-            for call_id, live in list(self.live.items()):
-                session = live.session
-                if now - session.last_carrier_msg > s.idle_timeout_s:
-                    log.warning("call %s: carrier idle for %.0f s, ending", call_id, s.idle_timeout_s)
-                    session.carrier_gone("carrier_idle_timeout")
-                    await live.close_socket(4408, "idle timeout")
-                elif now - session.started_mono > s.max_call_s:
-                    log.info("call %s: max duration reached", call_id)
-                    session.request_end("completed", "max_duration")
-                else:
-                    session.check_timers(now)
-            self.selector.tick(now)
+            try:
+                await self._check_timers(time.monotonic())
+            except Exception:  # one bad call must not stop the timers of every other call
+                log.exception("watchdog tick failed")
+
+    async def _check_timers(self, now: float) -> None:
+        s = self.settings
+        for key, pending in list(self.pending.items()):
+            if now - pending.opened_at > s.start_timeout_s:
+                self.pending.pop(key, None)
+                self.stats.protocol_errors["start_timeout"] += 1
+                log.warning("media socket closed: no valid start within %.0f s", s.start_timeout_s)
+                await pending.close(4408, "start timeout")
+        for call_id, live in list(self.live.items()):
+            session = live.session
+            if session.ending:
+                continue
+            if now - session.last_carrier_msg > s.idle_timeout_s:
+                log.warning("call %s: carrier idle for %.0f s, ending", call_id, s.idle_timeout_s)
+                session.carrier_gone("carrier_idle_timeout")
+                await live.close_socket(4408, "idle timeout")
+            elif now - session.started_mono > s.max_call_s:
+                log.info("call %s: max duration reached", call_id)
+                session.request_end("completed", "max_duration")
+            else:
+                session.check_timers(now)
+        await self.selector.tick(now)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A per-call background step (never per frame), awaited or cancelled on shutdown."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def call_started(self, call_id: str, live: LiveCall) -> None:
         self.live[call_id] = live
@@ -128,6 +144,7 @@ async def open_context(
     db = await open_database(settings.db_url)
     await migrate(db)
     box = load_secret_box(dev_key_path=settings.var_dir / "secret.key")
+    token_secret = settings.stream_token_secret or box.derive("stream-token")
     if demo:
         from storage.provision import provision_demo
 
@@ -147,7 +164,9 @@ async def open_context(
     writer = Writer(db, flush_interval_s=settings.writer_flush_ms / 1000, max_batch=settings.writer_batch)
     await writer.start()
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-    return GatewayContext(settings=settings, db=db, writer=writer, box=box, http=http)
+    return GatewayContext(
+        settings=settings, db=db, writer=writer, box=box, http=http, token_secret=token_secret
+    )
 
 
 async def close_context(ctx: GatewayContext) -> None:
@@ -156,6 +175,8 @@ async def close_context(ctx: GatewayContext) -> None:
     for task in ctx._tasks:
         with contextlib.suppress(BaseException):
             await task
+    if ctx._background:  # e.g. carrier hang-ups still in flight
+        await asyncio.wait(ctx._background, timeout=6.0)
     await ctx.selector.close()
     await ctx.recorder.flush()
     await ctx.writer.close()
@@ -200,9 +221,7 @@ async def drain(ctx: GatewayContext, deadline_s: float) -> None:
     for call_id, live in list(ctx.live.items()):
         log.info("drain deadline: ending call %s", call_id)
         live.session.request_end("completed", "gateway_shutdown")
-    for live in list(ctx.live.values()):
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(live.session.wait_closed(), 5.0)
-    with contextlib.suppress(TimeoutError):  # their handlers close and bill them
-        await asyncio.wait_for(ctx.no_live_calls.wait(), 5.0)
+    # Their media handlers close and bill them, all at once; one overall bound for stragglers.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(ctx.no_live_calls.wait(), 10.0)
     await ctx.recorder.flush()

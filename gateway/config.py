@@ -7,7 +7,6 @@ table is generated from the same list, so the two cannot drift apart.
 from __future__ import annotations
 
 import os
-import secrets
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
     (
         "VOICEGW_STREAM_TOKEN_SECRET",
         "",
-        "HMAC secret for media-stream tokens (defaults to a key derived from VOICEGW_SECRET_KEY)",
+        "HMAC secret for media-stream tokens (default: derived from VOICEGW_SECRET_KEY, same on every node)",
     ),
     (
         "VOICEGW_TWILIO_AUTH_TOKEN",
@@ -68,10 +67,11 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
         "6",
         "Seconds to get a provider connected, over all failover attempts",
     ),
+    ("VOICEGW_PROVIDER_ATTEMPT_TIMEOUT", "3", "Seconds one provider candidate may take to connect"),
     (
         "VOICEGW_PROVIDER_SILENCE_FAILOVER",
         "5",
-        "Seconds of provider silence while the caller speaks before failing over",
+        "Seconds the provider stays silent after the caller stopped speaking before failing over",
     ),
     ("VOICEGW_PRECONNECT", "1", "Open the provider connection while answering the webhook (1/0)"),
     ("VOICEGW_PRECONNECT_TTL", "15", "Seconds an unused pre-connection is kept"),
@@ -111,7 +111,7 @@ class Settings:
     port: int = 8080
     internal_port: int | None = None
     public_url: str | None = None
-    stream_token_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    stream_token_secret: bytes | None = None  # None: derived from the secret key at start-up
     twilio_auth_token: str | None = None
     telnyx_public_key: str | None = None
     telnyx_api_key: str | None = None
@@ -123,6 +123,7 @@ class Settings:
     max_frame_bytes: int = 65536
     max_messages_per_s: int = 400
     provider_connect_deadline_s: float = 6.0
+    provider_attempt_timeout_s: float = 3.0
     provider_silence_failover_s: float = 5.0
     preconnect: bool = True
     preconnect_ttl_s: float = 15.0
@@ -159,6 +160,7 @@ class Settings:
             max_frame_bytes=int(_env(env, "VOICEGW_MAX_FRAME_BYTES")),
             max_messages_per_s=int(_env(env, "VOICEGW_MAX_MESSAGES_PER_SECOND")),
             provider_connect_deadline_s=float(_env(env, "VOICEGW_PROVIDER_CONNECT_DEADLINE")),
+            provider_attempt_timeout_s=float(_env(env, "VOICEGW_PROVIDER_ATTEMPT_TIMEOUT")),
             provider_silence_failover_s=float(_env(env, "VOICEGW_PROVIDER_SILENCE_FAILOVER")),
             preconnect=_env(env, "VOICEGW_PRECONNECT") not in ("0", "false", "no"),
             preconnect_ttl_s=float(_env(env, "VOICEGW_PRECONNECT_TTL")),
@@ -177,6 +179,6 @@ class Settings:
         for key, value in overrides.items():
             if value is not None:
                 setattr(s, key, value)
-        if len(s.stream_token_secret) < 16:
+        if s.stream_token_secret is not None and len(s.stream_token_secret) < 16:
             raise ValueError("VOICEGW_STREAM_TOKEN_SECRET must be at least 16 bytes")
         return s

@@ -34,6 +34,7 @@ from gateway.session import CallSession
 from providers.base import MULAW_8000, Audio, AudioFormat
 from storage.billing import BillableCall, bill_call
 from storage.calls import claim_call, finish_call_stmt
+from storage.ids import now_s
 
 log = logging.getLogger(__name__)
 
@@ -55,29 +56,49 @@ class WsCarrierLink:
         self.carrier = carrier
         self.call_control_id: str | None = None
 
+    # A carrier socket that is closing raises ConnectionResetError on send before ``closed`` is
+    # true. That is the caller leaving, not a provider fault: drop the message; the reader loop
+    # sees the close and ends the call.
     async def send_media(self, audio: Audio) -> None:
         if not self.ws.closed:
-            await self.ws.send_str(self.codec.media_message(audio))
+            with contextlib.suppress(ConnectionError):
+                await self.ws.send_str(self.codec.media_message(audio))
 
     async def send_mark(self, name: str) -> None:
         if not self.ws.closed:
-            await self.ws.send_str(self.codec.mark_message(name))
+            with contextlib.suppress(ConnectionError):
+                await self.ws.send_str(self.codec.mark_message(name))
 
     async def send_clear(self) -> None:
         if not self.ws.closed:
-            await self.ws.send_str(self.codec.clear_message())
+            with contextlib.suppress(ConnectionError):
+                await self.ws.send_str(self.codec.clear_message())
 
     async def hangup(self, reason: str) -> None:
-        """End the carrier leg: Twilio ends the call when we close; Telnyx needs its REST action."""
+        """End the carrier leg. Twilio ends the call when we close the socket; Telnyx needs its REST
+        hang-up, after which Telnyx itself stops the stream.
+
+        The Telnyx hang-up runs in the background: while answering it the carrier tears the stream
+        down, and the session must not wait on that (our reader is what answers the close).
+        """
         s = self.ctx.settings
         if self.carrier == "telnyx" and self.call_control_id and s.telnyx_api_key:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    telnyx_hangup(self.ctx.http, s.telnyx_api_base, s.telnyx_api_key, self.call_control_id),
-                    5.0,
-                )
+            self.ctx.spawn(
+                self._telnyx_hangup(s.telnyx_api_base, s.telnyx_api_key, self.call_control_id, reason)
+            )
+            return
+        await self._close(reason)
+
+    async def _telnyx_hangup(self, base: str, key: str, call_control_id: str, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(telnyx_hangup(self.ctx.http, base, key, call_control_id), 5.0)
+        await self._close(reason)  # in case the REST call failed: never leave the socket open
+
+    async def _close(self, reason: str) -> None:
         if not self.ws.closed:
-            await self.ws.close(code=1000, message=reason.encode()[:120])
+            # Only the reason's category goes on the wire: provider error text stays in our rows.
+            with contextlib.suppress(ConnectionError):
+                await self.ws.close(code=1000, message=reason.split(":")[0].encode()[:120])
 
 
 async def _handle(request: web.Request, carrier: str) -> web.WebSocketResponse:
@@ -148,13 +169,26 @@ async def _handle(request: web.Request, carrier: str) -> web.WebSocketResponse:
     finally:
         ctx.pending.pop(key, None)
         if session is not None and call_id is not None:
-            session.carrier_gone("carrier_closed")
-            await session.wait_closed()
-            if not ws.closed:
-                await ws.close()
-            await _finalize(ctx, session, call_id)
-            ctx.call_ended(call_id)
+            # Shielded: aiohttp may cancel this handler when the socket drops, and the call row
+            # must still be closed and billed.
+            await asyncio.shield(_close_call(ctx, ws, session, call_id))
     return ws
+
+
+async def _close_call(
+    ctx: GatewayContext, ws: web.WebSocketResponse, session: CallSession, call_id: str
+) -> None:
+    try:
+        session.carrier_gone("carrier_closed")
+        await session.wait_closed()
+        if not ws.closed:
+            with contextlib.suppress(ConnectionError):
+                await ws.close()
+        await _finalize(ctx, session, call_id)
+    except Exception:
+        log.exception("call %s: closing the call failed", call_id)
+    finally:
+        ctx.call_ended(call_id)
 
 
 def _violation(
@@ -179,24 +213,40 @@ async def _start(
     params = start.custom_parameters
     call_id = params.get("call_id", "")
     try:
-        verify_stream_token(
-            ctx.settings.stream_token_secret, params.get("token", ""), call_id, carrier, time.time()
-        )
+        verify_stream_token(ctx.token_secret, params.get("token", ""), call_id, carrier, time.time())
     except TokenError as exc:
         ctx.stats.protocol_errors["bad_token"] += 1
         log.warning("%s media socket refused: stream token %s (call %s)", carrier, exc, call_id or "-")
         await close(CLOSE_TOKEN, f"stream token {exc}")
         return None, None
-    if call_id in ctx.live or not await claim_call(ctx.db, call_id):
+    try:
+        claimed = call_id not in ctx.live and await claim_call(ctx.db, call_id)
+    except Exception:
+        log.exception("call %s: the stream claim failed", call_id)
+        await close(1011, "internal error")
+        return None, None
+    if not claimed:
         ctx.stats.protocol_errors["duplicate_socket"] += 1
         log.warning("%s media socket refused: call %s already has a media stream", carrier, call_id)
         await close(CLOSE_DUPLICATE, "call already has a media stream")
         return None, None
+    try:
+        return await _bridge(ctx, start, carrier, link, call_id)
+    except Exception:
+        log.exception("call %s: could not be bridged after its stream was claimed", call_id)
+        now = now_s()
+        ctx.recorder.statement(finish_call_stmt(call_id, "failed", 0, now, "none", None, None))
+        ctx.recorder.event(call_id, "error", {"source": "gateway", "reason": "bridge_failed"})
+        await close(1011, "internal error")
+        return None, None
+
+
+async def _bridge(
+    ctx: GatewayContext, start: Start, carrier: str, link: WsCarrierLink, call_id: str
+) -> tuple[CallSession | None, str | None]:
     setup = await ctx.selector.lookup(call_id)
     if setup is None:
-        log.error("call %s: claimed but its setup could not be loaded", call_id)
-        await close(1011, "call setup missing")
-        return None, None
+        raise LookupError("call setup missing")
     link.call_control_id = start.call_ref if carrier == "telnyx" else None
     pre = ctx.selector.take_preconnect(call_id)
     if pre is not None:
@@ -211,6 +261,7 @@ async def _start(
         events=ctx.recorder,
         stats=ctx.stats,
         connect_deadline_s=ctx.settings.provider_connect_deadline_s,
+        attempt_timeout_s=ctx.settings.provider_attempt_timeout_s,
         fallback_enabled=plan.fallback_enabled,
         silence_failover_s=ctx.settings.provider_silence_failover_s,
         observer=ctx.selector.observer,
@@ -240,7 +291,7 @@ async def _finalize(ctx: GatewayContext, session: CallSession, call_id: str) -> 
         return
     setup = await ctx.selector.lookup(call_id)
     ended_at = int(outcome.ended_at)
-    cost = 0.0
+    cost: float | None = None
     if setup is not None:
         for attempt in range(3):
             try:
@@ -261,6 +312,9 @@ async def _finalize(ctx: GatewayContext, session: CallSession, call_id: str) -> 
             except Exception:
                 log.exception("call %s: billing failed (attempt %d)", call_id, attempt + 1)
                 await asyncio.sleep(0.2 * (attempt + 1))
+        else:
+            # cost_total stays NULL and the event says so: `voicegw billing` sweeps can find it.
+            ctx.recorder.event(call_id, "billing_failed", {"attempts": 3})
     ctx.recorder.statement(
         finish_call_stmt(
             call_id,

@@ -47,7 +47,7 @@ from routing.model import (
 )
 from routing.probes import ProbePlan
 from routing.router import route
-from storage.calls import load_call_setup
+from storage.calls import fail_unanswered_stmt, load_call_setup
 from storage.models import PlatformProviderConfig
 from storage.models import ProviderHealth as HealthRow
 from storage.provider_configs import (
@@ -162,21 +162,23 @@ class ProviderSelector:
         self._sync_task: asyncio.Task[None] | None = None
         self._probe_task: asyncio.Task[None] | None = None
         self._probe_plan = ProbePlan(ctx.settings.probe_s) if ctx.settings.probe_s > 0 else None
-        self._setups: dict[str, CallSetup] = {}
+        self._setups: dict[str, tuple[float, CallSetup]] = {}
+        # After this, no media socket can start any more (its stream token has expired).
+        self._setup_ttl_s = ctx.settings.stream_token_ttl_s + ctx.settings.start_timeout_s
 
     # ------------------------------------------------------------------ call setups
     def remember(self, setup: CallSetup) -> None:
         """Keep the webhook's findings for the media socket (usually served by this process)."""
-        self._setups[setup.call_id] = setup
+        self._setups[setup.call_id] = (time.monotonic(), setup)
 
     def forget(self, call_id: str) -> None:
         self._setups.pop(call_id, None)
 
     async def lookup(self, call_id: str) -> CallSetup | None:
         """The call's setup: from memory, else rebuilt from the database (another worker answered)."""
-        setup = self._setups.get(call_id)
-        if setup is not None:
-            return setup
+        known = self._setups.get(call_id)
+        if known is not None:
+            return known[1]
         found = await load_call_setup(self.ctx.db, call_id)
         if found is None:
             return None
@@ -193,7 +195,7 @@ class ProviderSelector:
             caller_number=call.caller_number,
             called_number=number.phone_number,
         )
-        self._setups[call_id] = setup
+        self._setups[call_id] = (time.monotonic(), setup)
         return setup
 
     # ------------------------------------------------------------------ routing
@@ -303,7 +305,7 @@ class ProviderSelector:
                 called_number=setup.called_number,
                 history=history,
                 playback=playback,
-                connect_timeout=self.ctx.settings.provider_connect_deadline_s,
+                connect_timeout=self.ctx.settings.provider_attempt_timeout_s,
             )
             return await connector(provider)(ctx)
 
@@ -337,14 +339,17 @@ class ProviderSelector:
             return None
         return pre.plan, pre.task
 
-    def tick(self, now: float) -> None:
-        """Close pre-connections whose media socket never came."""
+    async def tick(self, now: float) -> None:
+        """Close pre-connections whose media socket never came; close calls that never streamed."""
         for call_id, pre in list(self._preconnects.items()):
             if now > pre.expires:
                 self._preconnects.pop(call_id, None)
-                self._setups.pop(call_id, None)
                 log.info("call %s: unused provider pre-connection closed", call_id)
-                asyncio.get_running_loop().create_task(_close_task_result(pre.task))
+                await _close_task_result(pre.task)
+        for call_id, (created, _setup) in list(self._setups.items()):
+            if now - created > self._setup_ttl_s and call_id not in self.ctx.live:
+                self._setups.pop(call_id, None)
+                self.ctx.recorder.statement(fail_unanswered_stmt(call_id, int(time.time())))
 
     # ------------------------------------------------------------------ health persistence
     def start(self) -> None:
@@ -359,7 +364,7 @@ class ProviderSelector:
         """Every second: connect-and-close the enabled providers that are due (``routing.probes``)."""
         while True:
             await asyncio.sleep(1.0)
-            with contextlib.suppress(Exception):
+            try:
                 configs = [
                     p
                     for p in await list_platform_configs(self.ctx.db)
@@ -373,6 +378,8 @@ class ProviderSelector:
                         continue
                     plan.mark_probed(provider, region, now)
                     await self.probe(by_name[provider])
+            except Exception as exc:
+                log.warning("provider probe round failed: %s", exc)
 
     async def probe(self, config: PlatformProviderConfig) -> None:
         """One cheap connect-and-close with the platform key; the outcome feeds the health board.
@@ -391,7 +398,7 @@ class ProviderSelector:
                 api_key=self.ctx.box.decrypt(config.api_key_encrypted) if config.api_key_encrypted else None,
                 config=platform_config,
                 voice_config=platform_config.get("probe") or {},
-                connect_timeout=self.ctx.settings.provider_connect_deadline_s,
+                connect_timeout=self.ctx.settings.provider_attempt_timeout_s,
             )
             session = await asyncio.wait_for(connector(provider)(ctx), ctx.connect_timeout)
         except (ProviderError, TimeoutError, OSError, SecretError) as exc:
@@ -408,8 +415,10 @@ class ProviderSelector:
         interval = self.ctx.settings.health_sync_s
         while True:
             await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
+            try:
                 await self.sync_once()
+            except Exception as exc:  # the database may be briefly away; try again next round
+                log.warning("health board sync failed: %s", exc)
 
     async def sync_once(self) -> None:
         """Persist our view of the board and adopt what other gateway processes persisted."""

@@ -18,6 +18,7 @@ import signal
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
@@ -54,12 +55,22 @@ def _dev_credentials(var_dir: Path) -> None:
         values["VOICEGW_TELNYX_PRIVATE_KEY"] = base64.b64encode(seed).decode()
         values["VOICEGW_TELNYX_PUBLIC_KEY"] = base64.b64encode(public).decode()
     var_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"export {k}={v}\n" for k, v in sorted(values.items())))
-    path.chmod(0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # never readable by others
+    with os.fdopen(fd, "w") as out:
+        out.write("".join(f"export {k}={v}\n" for k, v in sorted(values.items())))
     for key in ("VOICEGW_TWILIO_AUTH_TOKEN", "VOICEGW_TELNYX_PUBLIC_KEY"):
         if not os.environ.get(key):
             os.environ[key] = values[key]
             log.warning("%s not set: using a generated development value from %s", key, path)
+
+
+def _redacted(url: str) -> str:
+    """A database URL fit for a log line: no password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 async def _prepare(settings: Settings, demo: bool) -> None:
@@ -90,7 +101,7 @@ async def _serve(settings: Settings, demo: bool, reuse_port: bool, recover_calls
         os.getpid(),
         settings.host,
         settings.port,
-        settings.db_url,
+        _redacted(settings.db_url),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -124,11 +135,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.demo:
         _dev_credentials(settings.var_dir)
         settings = Settings.from_env(host=args.host, port=args.port, db_url=args.db)
-    if not os.environ.get("VOICEGW_STREAM_TOKEN_SECRET"):
-        # Workers must agree on the token secret: one random secret per gateway start.
-        os.environ["VOICEGW_STREAM_TOKEN_SECRET"] = secrets.token_hex(32)
-        settings = Settings.from_env(host=args.host, port=args.port, db_url=args.db)
     workers = max(1, args.workers)
+    if workers > 1 and settings.preconnect:
+        # The kernel spreads the webhook and the media socket over workers independently: a
+        # pre-connection would sit on the wrong worker (N-1)/N of the time, billed and unused.
+        log.info("pre-connect is off with --workers > 1")
+        settings.preconnect = False
     if workers == 1:
         _run(_serve(settings, args.demo, reuse_port=False))
         return 0
@@ -137,10 +149,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:  # worker
+            code = 0
             try:
                 _run(_serve(settings, False, reuse_port=True, recover_calls=False))  # parent recovered
+            except BaseException:
+                log.exception("worker %d failed", os.getpid())
+                code = 1
             finally:
-                os._exit(0)
+                logging.shutdown()
+                os._exit(code)
         children.append(pid)
 
     def forward(signum: int, _frame: object) -> None:

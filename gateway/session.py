@@ -122,6 +122,7 @@ class CallSession:
         events: EventSink,
         stats: GatewayStats,
         connect_deadline_s: float,
+        attempt_timeout_s: float | None = None,
         fallback_enabled: bool = True,
         silence_failover_s: float = 5.0,
         observer: SessionObserver | None = None,
@@ -134,10 +135,15 @@ class CallSession:
         self._events = events
         self.stats = stats
         self._connect_deadline_s = connect_deadline_s
+        self._attempt_timeout_s = attempt_timeout_s or connect_deadline_s
         self._fallback_enabled = fallback_enabled
         self._silence_failover_s = silence_failover_s
         self._observer: SessionObserver = observer or _NullObserver()
         self._preconnected = preconnected
+        self._preconnected_for = attempts[0] if attempts else None  # a pre-connection is only ever theirs
+        self._finishing = False
+        self._failure_reported = False
+        self._background: set[asyncio.Task[None]] = set()
 
         self.started_mono = time.monotonic()
         self.last_carrier_msg = self.started_mono
@@ -165,7 +171,7 @@ class CallSession:
         self._out_remainder = b""
 
         self._frame_counter = 0
-        self.unanswered_speech_since: float | None = None
+        self.last_caller_loud = 0.0
         self.last_provider_event = self.started_mono
         self._provider_connected_at = 0.0
         self._first_audio_seen = False
@@ -189,19 +195,33 @@ class CallSession:
         self._carrier_gone = True
         self.request_end("completed", reason)
 
+    @property
+    def ending(self) -> bool:
+        return self._end_reason is not None
+
     def request_end(self, status: str, reason: str) -> None:
-        """End the call (idempotent). The provider task notices and finishes the work."""
+        """End the call (idempotent). The provider task notices and finishes the work.
+
+        The task is woken by cancellation, but never from inside itself (it is already ending)
+        and never once ``_finish`` runs: cancelling that would abort the hang-up or leave the
+        provider connection open.
+        """
         if self._end_reason is None:
             self._end_reason = (status, reason)
-        if self._provider_task is not None and not self._provider_task.done():
-            self._provider_task.cancel()
-        elif self._provider_task is None:
+        task = self._provider_task
+        if task is None:
             self.ended.set()
+        elif not task.done() and not self._finishing and task is not asyncio.current_task():
+            task.cancel()
 
     async def wait_closed(self) -> None:
         if self._provider_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._provider_task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("call %s: provider task failed", self.call_id)
         if self.outcome is None:  # the provider task was cancelled before it ever ran
             await self._finish()
 
@@ -239,8 +259,7 @@ class CallSession:
         else:
             pcm = raw
         if audioop.rms(pcm, 2) >= SPEECH_RMS:
-            if self.unanswered_speech_since is None:
-                self.unanswered_speech_since = time.monotonic()
+            self.last_caller_loud = time.monotonic()
 
     async def on_dtmf(self, digit: str) -> None:
         self._events.event(self.call_id, "dtmf", {"digit": digit})
@@ -268,31 +287,34 @@ class CallSession:
         return int(self._item_played_ms.get(item_id, 0.0))
 
     def check_timers(self, now: float) -> None:
-        """Called by the process-wide watchdog about once a second (never per frame)."""
-        since = self.unanswered_speech_since
+        """Called by the process-wide watchdog about once a second (never per frame).
+
+        A provider is silent when the caller spoke after its last event, then stopped, and it
+        still said nothing ``silence_failover_s`` later. A long utterance is not silence: the
+        clock only runs once the caller is quiet.
+        """
+        loud = self.last_caller_loud
         if (
-            since is not None
-            and self.provider is not None
+            self.provider is not None
             and self._silence_failover_s > 0
-            and now - since > self._silence_failover_s
-            and now - self.last_provider_event > self._silence_failover_s
+            and loud > self.last_provider_event
+            and now - loud > self._silence_failover_s
         ):
-            self.unanswered_speech_since = None
+            self.last_caller_loud = 0.0
             self._request_failover("provider_silent")
 
     # ------------------------------------------------------------------ provider task
     def _request_failover(self, reason: str) -> None:
         if self._failover_requested is None and self.provider is not None:
             self._failover_requested = reason
-            provider = self.provider
-            asyncio.get_running_loop().create_task(provider.close())
+            task = asyncio.get_running_loop().create_task(self.provider.close())
+            self._background.add(task)  # closing ends events(): the provider task fails over
+            task.add_done_callback(self._background.discard)
 
     async def _run_provider(self) -> None:
         try:
-            first = True
             while self._end_reason is None:
-                provider = await self._connect(first)
-                first = False
+                provider = await self._connect()
                 if provider is None:
                     self.request_end("failed", "no_provider_available")
                     break
@@ -307,7 +329,8 @@ class CallSession:
                 reason = self._failover_requested or outcome
                 self._failover_requested = None
                 self.stats.failovers[reason.split(":")[0]] += 1
-                self._observer.dropped(self.provider_name, reason)
+                if not self._failure_reported:  # one incident, one bad sample on the board
+                    self._observer.dropped(self.provider_name, reason)
                 self._events.event(self.call_id, "failover", {"from": self.provider_name, "reason": reason})
                 self._detach_provider()
                 if not self._fallback_enabled or not self._attempts:
@@ -315,29 +338,43 @@ class CallSession:
                     break
         except asyncio.CancelledError:
             pass
+        except Exception:
+            log.exception("call %s: provider task failed", self.call_id)
+            if self._end_reason is None:
+                self._end_reason = ("failed", "internal_error")
         finally:
             await self._finish()
 
-    async def _connect(self, first: bool) -> ProviderSession | None:
-        # Each candidate gets the whole connect deadline (as its adapter's own ctx.connect_timeout
-        # does): one budget shared by all let a first candidate's timeout use it up, so a configured
-        # fallback was skipped exactly when it was needed.
-        timeout_s = self._connect_deadline_s
+    async def _connect(self) -> ProviderSession | None:
+        """Candidates in order within the overall deadline; each gets at most the attempt timeout,
+        so a provider that hangs leaves time for the next one."""
+        deadline = time.monotonic() + self._connect_deadline_s
         while self._attempts and self._end_reason is None:
             attempt = self._attempts.popleft()
-            if attempt.admit is not None and not attempt.admit():
+            preconnected = None
+            if self._preconnected is not None and attempt is self._preconnected_for:
+                preconnected, self._preconnected = self._preconnected, None
+            remaining = deadline - time.monotonic()
+            skip = None
+            if remaining <= 0:
+                skip = "connect deadline passed"
+            elif attempt.admit is not None and not attempt.admit():
+                skip = "circuit breaker"
+            if skip is not None:
                 self._events.event(
                     self.call_id,
                     "provider_attempt",
-                    {"provider": attempt.provider, "result": "skipped", "reason": "circuit breaker"},
+                    {"provider": attempt.provider, "result": "skipped", "reason": skip},
                 )
+                if preconnected is not None:
+                    await _discard_connection(preconnected)
                 continue
+            timeout_s = min(self._attempt_timeout_s, remaining)
             t0 = time.monotonic()
             self.providers_tried.append(attempt.provider)
             try:
-                if first and self._preconnected is not None:
-                    task, self._preconnected = self._preconnected, None
-                    provider = await asyncio.wait_for(task, timeout=timeout_s)
+                if preconnected is not None:
+                    provider = await asyncio.wait_for(preconnected, timeout=timeout_s)
                 else:
                     provider = await asyncio.wait_for(attempt.connect(tuple(self.transcript)), timeout_s)
             except (ProviderError, TimeoutError, OSError) as exc:
@@ -358,13 +395,21 @@ class CallSession:
             latency = time.monotonic() - t0
             self.stats.observe_connect(attempt.provider, latency)
             self._observer.connected(attempt.provider, latency)
-            self._attach(provider, attempt, latency)
+            if self._end_reason is not None:
+                # Python 3.11's wait_for drops a cancellation that lands as the connect completes:
+                # the end request must not be lost, and this connection must not stay open.
+                with contextlib.suppress(Exception):
+                    await provider.close()
+                return None
+            await self._attach(provider, attempt, latency)
+            if self._end_reason is not None:
+                return None  # _finish closes self.provider
             return provider
         return None
 
-    def _attach(self, provider: ProviderSession, attempt: ProviderAttempt, latency: float) -> None:
-        self.provider = provider
+    async def _attach(self, provider: ProviderSession, attempt: ProviderAttempt, latency: float) -> None:
         self.provider_name = attempt.provider
+        self._failure_reported = False
         self._key_source = attempt.key_source
         self._provider_connected_at = time.monotonic()
         self.last_provider_event = self._provider_connected_at
@@ -384,17 +429,22 @@ class CallSession:
                 "passthrough": self._to_provider.is_passthrough and self._to_carrier.is_passthrough,
             },
         )
-        waiting, self._waiting_audio = self._waiting_audio, deque(maxlen=FAILOVER_BUFFER_FRAMES)
-        if waiting:
-            asyncio.get_running_loop().create_task(self._replay(provider, waiting))
-
-    async def _replay(self, provider: ProviderSession, frames: deque[Audio]) -> None:
+        # Caller audio that arrived while we were connecting goes first, in order; frames that
+        # arrive during the replay queue behind it. Only then do live frames go straight through.
         tc = self._to_provider
-        for audio in frames:
-            converted = tc.convert(audio) if tc is not None else audio
-            if converted is not None:
-                with contextlib.suppress(Exception):
-                    await provider.send_audio(converted)
+        try:
+            while self._waiting_audio:
+                waiting, self._waiting_audio = self._waiting_audio, deque(maxlen=FAILOVER_BUFFER_FRAMES)
+                for audio in waiting:
+                    converted = tc.convert(audio)
+                    if converted is not None:
+                        with contextlib.suppress(ConnectionError, ProviderError):
+                            await provider.send_audio(converted)
+        except BaseException:  # ended while replaying: the session is not attached yet, close it here
+            with contextlib.suppress(Exception):
+                await provider.close()
+            raise
+        self.provider = provider
 
     def _detach_provider(self) -> None:
         provider = self.provider
@@ -423,7 +473,6 @@ class CallSession:
         try:
             async for event in provider.events():
                 self.last_provider_event = time.monotonic()
-                self.unanswered_speech_since = None
                 if type(event) is AudioOut:
                     await self._send_audio(carrier, event, stats)
                 elif type(event) is Interrupt:
@@ -463,10 +512,11 @@ class CallSession:
                             "fatal": event.fatal,
                         },
                     )
-                    self._observer.failed(
-                        self.provider_name, event.kind.value, event.message, self._key_source
-                    )
                     if event.fatal:
+                        self._observer.failed(
+                            self.provider_name, event.kind.value, event.message, self._key_source
+                        )
+                        self._failure_reported = True
                         self._failover_requested = self._failover_requested or f"error:{event.kind.value}"
                         await provider.close()
                         return "dropped"
@@ -564,6 +614,7 @@ class CallSession:
             self._end_reason = ("completed", "provider_hangup")
 
     async def _finish(self) -> None:
+        self._finishing = True
         provider = self.provider
         if provider is not None:
             with contextlib.suppress(Exception):
@@ -571,14 +622,13 @@ class CallSession:
             self._detach_provider()
         if self._preconnected is not None:  # a pre-connection nobody used
             task, self._preconnected = self._preconnected, None
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                (await task) if not task.cancelled() else None
+            await _discard_connection(task)
         status, reason = self._end_reason or ("completed", "ended")
+        elapsed = time.monotonic() - self.started_mono  # the call ends now, not after the hang-up round trip
+        ended_at = time.time()
         if not self._carrier_gone:
             with contextlib.suppress(Exception):
                 await self.carrier.hangup(reason)
-        elapsed = time.monotonic() - self.started_mono
         self.outcome = CallOutcome(
             status=status,
             reason=reason,
@@ -587,6 +637,15 @@ class CallSession:
             duration_s=max(0, math.ceil(elapsed)),
             transcript="\n".join(f"{t.role}: {t.text}" for t in self.transcript),
             usage=dict(self.usage_total),
-            ended_at=time.time(),
+            ended_at=ended_at,
         )
         self.ended.set()
+
+
+async def _discard_connection(task: asyncio.Task[ProviderSession]) -> None:
+    """Cancel a pending connection, or close the session it already produced."""
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        session = await task
+        await session.close()

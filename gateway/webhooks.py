@@ -199,7 +199,7 @@ async def admit_call(
     ctx.selector.remember(setup)
     ctx.selector.preconnect(call_id, plan)
     token = mint_stream_token(
-        ctx.settings.stream_token_secret, call_id, carrier, ctx.settings.stream_token_ttl_s, time.time()
+        ctx.token_secret, call_id, carrier, ctx.settings.stream_token_ttl_s, time.time()
     )
     body = markup.connect(_stream_url(ctx, request, markup.media_path), {"call_id": call_id, "token": token})
     ctx.stats.webhook_latency.observe(time.perf_counter() - t0)

@@ -65,11 +65,23 @@ def insert_call_stmt(
         raise ValueError(f"direction must be one of {','.join(CALL_DIRECTIONS)}")
     if status not in CALL_STATUSES:
         raise ValueError(f"status must be one of {','.join(CALL_STATUSES)}")
-    return Statement(_INSERT_CALL, (
-        call_id, workspace_id, agent_id, phone_number_id, caller_number, caller_name, direction,
-        status, provider_call_sid, voice_provider_used,
-        None if metadata is None else dump_json(metadata), int(started_at),
-    ))
+    return Statement(
+        _INSERT_CALL,
+        (
+            call_id,
+            workspace_id,
+            agent_id,
+            phone_number_id,
+            caller_number,
+            caller_name,
+            direction,
+            status,
+            provider_call_sid,
+            voice_provider_used,
+            None if metadata is None else dump_json(metadata),
+            int(started_at),
+        ),
+    )
 
 
 def insert_event_stmt(call_id: str, event_type: str, data: dict[str, Any] | None, ts: int) -> Statement:
@@ -102,10 +114,18 @@ def finish_call_stmt(
     """Closes a call: final status, duration, provider actually used, transcript and cost."""
     if status not in CALL_STATUSES:
         raise ValueError(f"status must be one of {','.join(CALL_STATUSES)}")
-    return Statement(_FINISH_CALL, (
-        status, int(duration_seconds), int(ended_at), voice_provider_used, transcription,
-        None if cost_total is None else float(cost_total), call_id,
-    ))
+    return Statement(
+        _FINISH_CALL,
+        (
+            status,
+            int(duration_seconds),
+            int(ended_at),
+            voice_provider_used,
+            transcription,
+            None if cost_total is None else float(cost_total),
+            call_id,
+        ),
+    )
 
 
 async def get_call(db: Executor, call_id: str) -> Call | None:
@@ -172,3 +192,14 @@ async def load_call_setup(db: Executor, call_id: str) -> CallSetup | None:
         out.append(from_row(model, values[start : start + n]))
         start += n
     return out[0], out[1], out[2], out[3]
+
+
+_FAIL_UNANSWERED = (
+    "UPDATE calls SET status = 'failed', duration_seconds = 0, ended_at = ?"
+    " WHERE id = ? AND status = 'ringing'"
+)
+
+
+def fail_unanswered_stmt(call_id: str, ended_at: int) -> Statement:
+    """Closes a call whose media stream never started; a no-op once any process claimed it."""
+    return Statement(_FAIL_UNANSWERED, (int(ended_at), call_id))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import logging
 import os
 from collections.abc import Mapping
@@ -32,10 +34,19 @@ class SecretError(Exception):
 
 
 class SecretBox:
+    def derive(self, purpose: str) -> bytes:
+        """A 32-byte key for another purpose (HMAC-SHA256 of the purpose under this key).
+
+        Every gateway node sharing the database shares this key, so derived secrets agree
+        across nodes without a second secret to distribute.
+        """
+        return hmac.new(self._key, b"voicegw:" + purpose.encode("utf-8"), hashlib.sha256).digest()
+
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise SecretError("secret key must be 32 bytes")
         self._aead = AESGCM(key)
+        self._key = key
 
     def __repr__(self) -> str:
         return "SecretBox(<key hidden>)"

@@ -48,6 +48,7 @@ def make_settings(tmp_path: Path, telnyx_api_base: str, **overrides: object) -> 
         "telnyx_api_base": telnyx_api_base,
         "var_dir": tmp_path / "var",
         "provider_connect_deadline_s": 3.0,
+        "provider_attempt_timeout_s": 1.5,
         "health_sync_s": 0.5,
     }
     values.update(overrides)
