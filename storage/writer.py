@@ -256,7 +256,9 @@ class Writer:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                if len(self._queue) < self._max_batch and not self._closing:
+                # Batch for a few ms, unless someone waits on a commit (a webhook answering a
+                # carrier): group commit then happens at once, with whatever is queued.
+                if len(self._queue) < self._max_batch and not self._closing and not self._waiters:
                     await asyncio.sleep(self._flush_interval_s)
                 await self._flush_once()
         except asyncio.CancelledError as exc:
