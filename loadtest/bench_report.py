@@ -71,7 +71,8 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
         f"{doc['criteria']['max_p99_ms']:g} ms and no call fails; it is **generator-limited** when the "
         "generator's own lateness p99 exceeds "
         f"{doc['criteria']['max_generator_lateness_p99_ms']:g} ms while the server still had CPU to "
-        "spare (then the gateway was not shown to fail). CPU is sampled from /proc over "
+        "spare (then the gateway was not shown to fail). The search goes on past generator-limited steps "
+        "while their CPU figures stay usable, and stops at a failed step. CPU is sampled from /proc over "
         "the hold window (server process and its children); KB/call = (RSS - idle RSS) / calls.",
         "",
         "## Targets",
@@ -83,10 +84,11 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
     )
     out += [
         "",
-        "PROJECTION = 1 core (2 for (d)) / server CPU per call at the largest clean step: what CPU alone "
-        "would "
-        "allow if the generator kept up. It is an extrapolation, not a measurement; latency usually degrades "
-        "before a core is 100 % busy.",
+        "PROJECTION = 1 core (2 for (d)) / server CPU per call at the largest step whose CPU figure is "
+        "usable (sustained, or generator-limited with the generator's lateness p99 <= 20 ms and >= 99 % of "
+        "frames back: the gateway still handled every frame); the marginal variant subtracts the idle CPU "
+        "and divides the rest by the CPU each extra call adds between the two largest usable steps. Both "
+        "are extrapolations, not measurements; latency usually degrades before a core is 100 % busy.",
         "",
     ]
     for key, s in doc["scenarios"].items():
@@ -96,14 +98,22 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
         proj = s.get("projection")
         summary = (
             f"Max sustained (median of runs): **{s['max_sustained']}** calls "
-            f"(per run {s['max_sustained_per_run']}; search stopped: {s['stopped_by']})."
+            f"(per run {s['max_sustained_per_run']}; limited by: {s['stopped_by']})."
         )
         if proj:
             summary += (
                 f" CPU PROJECTION: ~{proj['projected_calls']} calls on {proj['cores']} core(s) "
                 f"({proj['cpu_ms_per_call_s']:.2f} ms CPU per call-second at {proj['at_step']} calls"
-                + ("" if proj["from_clean_step"] else ", not a clean step")
-                + ")."
+                + ("" if proj["from_clean_step"] else ", a generator-limited step")
+                + ")"
+                + (
+                    f"; from the marginal cost ({proj['marginal_cpu_ms_per_call_s']:.2f} ms per "
+                    f"call-second over {proj['fixed_cpu_percent']:.0f} % idle CPU): "
+                    f"~{proj['marginal_projected_calls']} calls"
+                    if proj.get("marginal_projected_calls") is not None
+                    else ""
+                )
+                + "."
             )
         out += [summary, ""]
         loads = "; ".join(f"run {x['run']}: {x['before']} → {x.get('after')}" for x in s["load"])

@@ -42,6 +42,7 @@ from loadtest.bench_results import (
     check_webhook,
     classify,
     combine_runs,
+    cpu_usable,
     criteria_for_floor,
     max_sustained,
     median_max_sustained,
@@ -109,18 +110,31 @@ def test_step_figures_per_call() -> None:
     assert r.to_json()["cpu_ms_per_call_s"] == 4.0
 
 
-async def test_search_stops_after_first_step_not_sustained() -> None:
+async def test_search_goes_on_while_cpu_figures_are_usable_and_stops_at_a_failure() -> None:
     seen: list[int] = []
 
     async def measure(calls: int) -> StepRecord:
         seen.append(calls)
+        if calls == 500:
+            return step(calls, "failed")
         return step(calls, "generator-limited" if calls >= 300 else "sustained")
 
-    records = await search_steps([100, 200, 300, 400], measure)
-    assert seen == [100, 200, 300]
+    records = await search_steps([100, 200, 300, 400, 500, 600], measure)
+    assert seen == [100, 200, 300, 400, 500]
     assert max_sustained(records) == 200
-    assert stopped_by(records) == "generator-limited"
+    assert stopped_by(records) == "generator-limited"  # what ended the measured capacity
     assert stopped_by(records[:2]) == "end of steps"
+
+
+async def test_search_stops_when_the_generator_is_too_late_for_cpu_figures() -> None:
+    async def measure(calls: int) -> StepRecord:
+        return step(calls, "generator-limited", lateness_p99_ms=25.0 if calls >= 300 else 8.0)
+
+    records = await search_steps([100, 200, 300, 400], measure)
+    assert [r.calls for r in records] == [100, 200, 300]
+    assert max_sustained(records) == 0
+    assert not cpu_usable("generator-limited", 8.0, 0.95)  # frames missing: not usable either
+    assert not cpu_usable("failed", 1.0, 1.0) and cpu_usable("sustained", 99.0, 0.5)
 
 
 def test_criteria_for_a_constant_latency_floor() -> None:
@@ -155,7 +169,7 @@ def test_medians_over_runs_and_majority_status() -> None:
     assert tie.status == "failed"  # ties go to the worse verdict
 
 
-def test_projection_uses_the_largest_clean_step() -> None:
+def test_projection_uses_the_largest_step_with_usable_cpu_figures() -> None:
     steps = combine_runs([[step(100, cpu=40), step(200, cpu=80), step(300, "failed", cpu=100)]])
     p = project_capacity(steps, cores=1)
     assert p is not None and p.at_step == 200 and p.from_clean_step
@@ -165,7 +179,10 @@ def test_projection_uses_the_largest_clean_step() -> None:
     assert idle is not None and idle.fixed_cpu_percent == pytest.approx(10.0)
     assert idle.marginal_calls == 450 and idle.calls == 400  # (100 - 10) / 0.2 vs 1000 / 2.5
     p2 = project_capacity(combine_runs([[step(50, "failed", cpu=50)]]), cores=2)
-    assert p2 is not None and not p2.from_clean_step and p2.calls == 200
+    assert p2 is not None and not p2.from_clean_step and not p2.from_usable_step and p2.calls == 200
+    limited = [step(100, cpu=40), step(200, "generator-limited", cpu=70, lateness_p99_ms=9.0)]
+    p3 = project_capacity(combine_runs([limited]), cores=1)
+    assert p3 is not None and p3.at_step == 200 and p3.from_usable_step and not p3.from_clean_step
 
 
 # -- targets --------------------------------------------------------------------------------------------
