@@ -206,20 +206,23 @@ async def admit_call(
     return _xml(body)
 
 
+def _forbidden(ctx: GatewayContext, reason: str, detail: str) -> web.Response:
+    """403 for a webhook we cannot trust (unsigned, forged, stale, or verification unconfigured)."""
+    log.warning("webhook refused (403): %s", detail)
+    ctx.stats.refusals[reason] += 1
+    return web.Response(status=403, text=reason.replace("_", " "))
+
+
 async def twilio_voice(request: web.Request) -> web.Response:
     ctx = request.app[CTX_KEY]
     form = await request.post()
     auth_token = ctx.settings.twilio_auth_token
     if not auth_token:
-        log.error("Twilio webhook refused: VOICEGW_TWILIO_AUTH_TOKEN is not set")
-        ctx.stats.refusals["twilio_not_configured"] += 1
-        return web.Response(status=403, text="twilio signature verification is not configured")
+        return _forbidden(ctx, "twilio_not_configured", "VOICEGW_TWILIO_AUTH_TOKEN is not set")
     params = {key: [str(v) for v in form.getall(key)] for key in set(form.keys())}
     signature = request.headers.get("X-Twilio-Signature", "")
     if not verify_twilio_signature(auth_token, _public_url(ctx, request), params, signature):
-        log.warning("Twilio webhook refused: bad X-Twilio-Signature from %s", request.remote)
-        ctx.stats.refusals["bad_signature"] += 1
-        return web.Response(status=403, text="invalid signature")
+        return _forbidden(ctx, "bad_signature", f"bad X-Twilio-Signature from {request.remote}")
     return await admit_call(ctx, request, TWILIO, "twilio", form)
 
 
@@ -228,9 +231,7 @@ async def telnyx_voice(request: web.Request) -> web.Response:
     body = await request.read()
     public_key = ctx.settings.telnyx_public_key
     if not public_key:
-        log.error("Telnyx webhook refused: VOICEGW_TELNYX_PUBLIC_KEY is not set")
-        ctx.stats.refusals["telnyx_not_configured"] += 1
-        return web.Response(status=403, text="telnyx signature verification is not configured")
+        return _forbidden(ctx, "telnyx_not_configured", "VOICEGW_TELNYX_PUBLIC_KEY is not set")
     ok = verify_telnyx_signature(
         public_key,
         request.headers.get("telnyx-timestamp", ""),
@@ -239,9 +240,7 @@ async def telnyx_voice(request: web.Request) -> web.Response:
         time.time(),
     )
     if not ok:
-        log.warning("Telnyx webhook refused: bad or stale Ed25519 signature from %s", request.remote)
-        ctx.stats.refusals["bad_signature"] += 1
-        return web.Response(status=403, text="invalid signature")
+        return _forbidden(ctx, "bad_signature", f"bad or stale Ed25519 signature from {request.remote}")
     form = await request.post()  # aiohttp caches the body: parses what was verified
     return await admit_call(ctx, request, TELNYX, "telnyx", form)
 

@@ -28,6 +28,7 @@ CLOSE_TOO_BIG               1009   frame larger than the socket's limit (aiohttp
 from __future__ import annotations
 
 import binascii
+import enum
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -151,6 +152,22 @@ class CarrierStream(Protocol):
 # ---------------------------------------------------------------------------------------------
 # Field checks shared by the carrier codecs (each raises ProtocolViolation with a precise code)
 # ---------------------------------------------------------------------------------------------
+
+
+class StreamPhase(enum.Enum):
+    """Where a media stream is: carriers send ``connected``, ``start`` once, media…, ``stop``."""
+
+    NEW = enum.auto()
+    CONNECTED = enum.auto()
+    STARTED = enum.auto()
+    STOPPED = enum.auto()
+
+
+def require_started(phase: StreamPhase, event: str) -> None:
+    """Media, DTMF, marks and stop are only valid between ``start`` and ``stop``."""
+    if phase is not StreamPhase.STARTED:
+        when = "after stop" if phase is StreamPhase.STOPPED else "before start"
+        raise ProtocolViolation(CLOSE_OUT_OF_ORDER, f"{event} {when}")
 
 
 def require_dict(msg: dict[str, Any], key: str) -> dict[str, Any]:

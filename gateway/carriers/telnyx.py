@@ -14,7 +14,6 @@ checked whenever present and tolerated when absent.
 
 from __future__ import annotations
 
-import enum
 from typing import Any, Final
 
 import orjson
@@ -36,11 +35,13 @@ from gateway.carriers.base import (
     ProtocolViolation,
     Start,
     Stop,
+    StreamPhase,
     clip,
     decode_payload,
     optional_counter,
     optional_str,
     require_dict,
+    require_started,
     require_str,
     string_map,
 )
@@ -66,13 +67,6 @@ _G711_FORMATS: Final = {
 _L16_RATES: Final = frozenset({8000, 16000, 22050, 24000, 48000})
 
 
-class _Phase(enum.Enum):
-    NEW = enum.auto()
-    CONNECTED = enum.auto()
-    STARTED = enum.auto()
-    STOPPED = enum.auto()
-
-
 class TelnyxStream:
     """One Telnyx media socket: ``receive`` parses inbound frames, ``*_message`` build outbound."""
 
@@ -83,7 +77,7 @@ class TelnyxStream:
         self.call_ref: str | None = None
         self.media_format: AudioFormat | None = None
         self.late_frames = 0
-        self._phase = _Phase.NEW
+        self._phase = StreamPhase.NEW
         self._l16 = False
         self._last_chunk = -1
 
@@ -113,7 +107,7 @@ class TelnyxStream:
                 raise ProtocolViolation(CLOSE_MALFORMED, "mark.name must be a string")
             return MarkEcho(name)
         if event == "error":
-            if self._phase is _Phase.STOPPED:
+            if self._phase is StreamPhase.STOPPED:
                 raise ProtocolViolation(CLOSE_OUT_OF_ORDER, "error after stop")
             self._check_stream_id(msg)
             error = require_dict(msg, "error")
@@ -127,12 +121,12 @@ class TelnyxStream:
             return self._start(msg)
         if event == "stop":
             self._check_started(msg, "stop")
-            self._phase = _Phase.STOPPED
+            self._phase = StreamPhase.STOPPED
             return Stop()
         if event == "connected":
-            if self._phase is not _Phase.NEW:
+            if self._phase is not StreamPhase.NEW:
                 raise ProtocolViolation(CLOSE_OUT_OF_ORDER, "connected after the stream began")
-            self._phase = _Phase.CONNECTED
+            self._phase = StreamPhase.CONNECTED
             return Connected()
         if type(event) is not str:
             raise ProtocolViolation(CLOSE_MALFORMED, "event must be a string")
@@ -158,9 +152,7 @@ class TelnyxStream:
         return Media(audio, chunk, optional_counter(media, "timestamp"))
 
     def _check_started(self, msg: dict[str, Any], event: str) -> None:
-        if self._phase is not _Phase.STARTED:
-            when = "after stop" if self._phase is _Phase.STOPPED else "before start"
-            raise ProtocolViolation(CLOSE_OUT_OF_ORDER, f"{event} {when}")
+        require_started(self._phase, event)
         self._check_stream_id(msg)
 
     def _check_stream_id(self, msg: dict[str, Any]) -> None:
@@ -169,7 +161,7 @@ class TelnyxStream:
             raise ProtocolViolation(CLOSE_WRONG_STREAM, f"wrong stream_id {clip(sid)}")
 
     def _start(self, msg: dict[str, Any]) -> Start:
-        if self._phase not in (_Phase.NEW, _Phase.CONNECTED):
+        if self._phase not in (StreamPhase.NEW, StreamPhase.CONNECTED):
             raise ProtocolViolation(CLOSE_OUT_OF_ORDER, "second start")
         stream_id = require_str(msg, "stream_id")
         start = require_dict(msg, "start")
@@ -180,7 +172,7 @@ class TelnyxStream:
         self.call_ref = call_control_id
         self.media_format = fmt
         self._l16 = fmt.encoding == "pcm16"
-        self._phase = _Phase.STARTED
+        self._phase = StreamPhase.STARTED
         return Start(
             stream_id=stream_id,
             call_ref=call_control_id,

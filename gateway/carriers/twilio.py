@@ -8,7 +8,6 @@ Twilio flags extra fields and wrong SIDs as warning 31951 and ignores the messag
 
 from __future__ import annotations
 
-import enum
 from typing import Any, Final
 
 import orjson
@@ -28,10 +27,12 @@ from gateway.carriers.base import (
     ProtocolViolation,
     Start,
     Stop,
+    StreamPhase,
     clip,
     decode_payload,
     optional_counter,
     require_dict,
+    require_started,
     require_str,
     string_map,
 )
@@ -40,13 +41,6 @@ from providers.base import MULAW_8000, Audio, AudioFormat
 # Twilio's ``start`` has no caller/callee numbers; our TwiML passes them as <Parameter>s.
 PARAM_FROM_NUMBER: Final = "from_number"
 PARAM_TO_NUMBER: Final = "to_number"
-
-
-class _Phase(enum.Enum):
-    NEW = enum.auto()
-    CONNECTED = enum.auto()
-    STARTED = enum.auto()
-    STOPPED = enum.auto()
 
 
 class TwilioStream:
@@ -58,7 +52,7 @@ class TwilioStream:
         self.stream_id: str | None = None
         self.call_ref: str | None = None
         self.media_format: AudioFormat | None = None
-        self._phase = _Phase.NEW
+        self._phase = StreamPhase.NEW
 
     # -- inbound ---------------------------------------------------------------------------
 
@@ -98,21 +92,19 @@ class TwilioStream:
             return self._start(msg)
         if event == "stop":
             self._check_started(msg, "stop")
-            self._phase = _Phase.STOPPED
+            self._phase = StreamPhase.STOPPED
             return Stop()
         if event == "connected":
-            if self._phase is not _Phase.NEW:
+            if self._phase is not StreamPhase.NEW:
                 raise ProtocolViolation(CLOSE_OUT_OF_ORDER, "connected after the stream began")
-            self._phase = _Phase.CONNECTED
+            self._phase = StreamPhase.CONNECTED
             return Connected()
         if type(event) is not str:
             raise ProtocolViolation(CLOSE_MALFORMED, "event must be a string")
         raise ProtocolViolation(CLOSE_UNKNOWN_EVENT, f"unknown event {clip(event)}")
 
     def _check_started(self, msg: dict[str, Any], event: str) -> None:
-        if self._phase is not _Phase.STARTED:
-            when = "after stop" if self._phase is _Phase.STOPPED else "before start"
-            raise ProtocolViolation(CLOSE_OUT_OF_ORDER, f"{event} {when}")
+        require_started(self._phase, event)
         sid = msg.get("streamSid")
         if sid != self.stream_id:
             if sid is None:
@@ -120,7 +112,7 @@ class TwilioStream:
             raise ProtocolViolation(CLOSE_WRONG_STREAM, f"wrong streamSid {clip(sid)}")
 
     def _start(self, msg: dict[str, Any]) -> Start:
-        if self._phase not in (_Phase.NEW, _Phase.CONNECTED):
+        if self._phase not in (StreamPhase.NEW, StreamPhase.CONNECTED):
             raise ProtocolViolation(CLOSE_OUT_OF_ORDER, "second start")
         start = require_dict(msg, "start")
         stream_sid = require_str(start, "streamSid")
@@ -144,7 +136,7 @@ class TwilioStream:
         self.stream_id = stream_sid
         self.call_ref = call_sid
         self.media_format = MULAW_8000
-        self._phase = _Phase.STARTED
+        self._phase = StreamPhase.STARTED
         return Start(
             stream_id=stream_sid,
             call_ref=call_sid,
