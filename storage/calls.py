@@ -87,7 +87,7 @@ def insert_call_stmt(
 def insert_event_stmt(call_id: str, event_type: str, data: dict[str, Any] | None, ts: int) -> Statement:
     """One ``call_events`` row; its UUIDv7 id keeps the events of a call in creation order."""
     event_data = None if data is None else orjson.dumps(data).decode()
-    return Statement(_INSERT_EVENT, (new_id(), call_id, event_type, event_data, int(ts)))
+    return Statement(_INSERT_EVENT, (new_id(), call_id, event_type, event_data, int(ts)), cluster=call_id)
 
 
 def set_status_stmt(call_id: str, status: str) -> Statement:
