@@ -364,7 +364,15 @@ def step_record(
     criteria: Criteria,
 ) -> StepRecord:
     _, reasons, generator_late = judge(report, criteria)
-    status = classify(reasons, generator_late, hold.server_cpu_percent, server_cores)
+    lost_or_failed = report.return_ratio < criteria.min_return_ratio or bool(report.failed or report.refused)
+    status = classify(
+        reasons,
+        generator_late,
+        hold.server_cpu_percent,
+        server_cores,
+        lost_or_failed=lost_or_failed,
+        lateness_p99_ms=report.lateness.p99,
+    )
     return StepRecord(
         calls=calls,
         status=status,
@@ -719,7 +727,10 @@ def assemble(
     data: dict[str, ScenarioData],
     webhooks: list[dict[str, Any]],
     started: float,
+    finished: tuple[str, list[float]] | None = None,
 ) -> dict[str, Any]:
+    """The results document. ``finished`` (time, load averages) keeps a re-judged document's originals."""
+    finished_at, load_after = finished or (dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), _loadavg())
     summaries = {k: d.summary() for k, d in data.items() if d.runs}
     p99s = [w["round_trip_ms"]["p99"] for w in webhooks if w["round_trip_ms"]["count"]]
     webhook_p99 = statistics.median(p99s) if p99s else None
@@ -752,8 +763,8 @@ def assemble(
     return {
         "date": opts.date,
         "started_at": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds"),
-        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine | {"load_average_after": _loadavg()},
+        "finished_at": finished_at,
+        "machine": machine | {"load_average_after": load_after},
         "options": {
             "steps": list(opts.steps),
             "duration_s": opts.duration_s,
@@ -809,3 +820,47 @@ async def run_bench(opts: BenchOptions, progress: Progress = print) -> dict[str,
     finally:
         os.sched_setaffinity(0, previous_affinity)
     return assemble(opts, machine, data, webhooks, started)
+
+
+def rejudge(doc: dict[str, Any]) -> dict[str, Any]:
+    """The same measurements judged by the current rules (classification, projection, targets): for a results
+    file written before a rule changed. Nothing is re-measured; ``rejudged_at`` records that it happened."""
+    criteria = Criteria()
+    o = doc["options"]
+    opts = BenchOptions(
+        steps=tuple(o["steps"]),
+        duration_s=o["duration_s"],
+        ramp_s=o["ramp_s"],
+        runs=o["runs"],
+        quick=o["quick"],
+        date=doc["date"],
+    )
+    by_key = {sc.key: sc for sc in SCENARIOS}
+    data: dict[str, ScenarioData] = {}
+    for key, s in doc["scenarios"].items():
+        d = data[key] = ScenarioData(by_key[key], loads=s["load"], errors=s["errors"], profile=s["profile"])
+        d.criteria = s.get("criteria", [])
+        for i, run in enumerate(s["runs"]):
+            used = next((c for c in d.criteria if c["run"] == i + 1), None)
+            min_ratio = used["min_return_ratio"] if used else criteria.min_return_ratio
+            records = []
+            for raw in run:
+                fields = {k: v for k, v in raw.items() if k not in ("cpu_ms_per_call_s", "kb_per_call")}
+                fields["top_errors"] = [tuple(e) for e in fields["top_errors"]]
+                r = StepRecord(**fields)
+                r.status = classify(
+                    r.reasons,
+                    r.lateness_p99_ms > criteria.max_generator_lateness_p99_ms,
+                    r.server_cpu_percent,
+                    len(by_key[key].cores),
+                    lost_or_failed=r.return_ratio < min_ratio or bool(r.failed_calls or r.refused_calls),
+                    lateness_p99_ms=r.lateness_p99_ms,
+                )
+                records.append(r)
+            d.runs.append(records)
+    machine = {k: v for k, v in doc["machine"].items() if k != "load_average_after"}
+    started = dt.datetime.fromisoformat(doc["started_at"]).timestamp()
+    finished = (doc["finished_at"], doc["machine"]["load_average_after"])
+    out = assemble(opts, machine, data, doc["webhook"]["runs"], started, finished)
+    out["rejudged_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return out

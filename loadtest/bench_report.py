@@ -66,6 +66,11 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
         f"{o['ramp_s']:g} s, "
         f"held {o['duration_s']:g} s; figures are medians of {o['runs']} run(s)"
         + (" (QUICK smoke test: tiny steps, not a measurement)" if o["quick"] else "")
+        + (
+            f". Verdicts re-judged from the stored measurements on {doc['rejudged_at']}"
+            if "rejudged_at" in doc
+            else ""
+        )
         + ". A step is sustained when ≥ "
         f"{doc['criteria']['min_return_ratio'] * 100:g} % of frames come back, p99 added latency ≤ "
         f"{doc['criteria']['max_p99_ms']:g} ms and no call fails; it is **generator-limited** when the "

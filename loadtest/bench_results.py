@@ -87,12 +87,22 @@ class StepRecord:
 
 
 def classify(
-    reasons: Sequence[str], generator_late: bool, server_cpu_percent: float, server_cores: int
+    reasons: Sequence[str],
+    generator_late: bool,
+    server_cpu_percent: float,
+    server_cores: int,
+    *,
+    lost_or_failed: bool = False,
+    lateness_p99_ms: float = 0.0,
 ) -> Status:
     """Sustained when nothing failed. A failing step is blamed on the generator only if the generator was
-    late and the server still had CPU to spare; a saturated server failed on its own."""
+    late and the server still had CPU to spare; a saturated server failed on its own. Lost audio or failed
+    calls are the gateway's unless the generator was more than a frame late: a late generator delays
+    frames, it neither drops them nor breaks calls."""
     if not reasons:
         return "sustained"
+    if lost_or_failed and lateness_p99_ms <= MAX_USABLE_LATENESS_MS:
+        return "failed"
     saturated = server_cpu_percent >= SATURATED_FRACTION * 100.0 * server_cores
     if generator_late and not saturated:
         return "generator-limited"

@@ -106,6 +106,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
+    import orjson
+
     from loadtest.bench import BenchOptions, run_bench
     from loadtest.bench_report import write_results
 
@@ -122,6 +124,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         }.items()
         if v is not None
     }
+    if args.rejudge:
+        from loadtest.bench import rejudge
+
+        doc = rejudge(orjson.loads(Path(args.rejudge).read_bytes()))
+        print(f"results: {write_results(doc, Path(args.rejudge).parent)}")
+        return 0
     options = BenchOptions.quick_mode(**given) if args.quick else BenchOptions(**given)
     try:
         doc = _run_fast(run_bench(options, progress=lambda line: print(line, file=sys.stderr, flush=True)))
@@ -144,6 +152,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", default="bench/results", help="results directory (default bench/results)")
     b.add_argument("--only", help="comma-separated scenarios: baseline,a,b,c,d (default: all)")
     b.add_argument("--no-profile", action="store_true", help="skip the py-spy hot-spot pass on (a) and (b)")
+    b.add_argument(
+        "--rejudge", metavar="JSON", help="re-apply the current rules to a results file (no new measurement)"
+    )
     b.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("loadtest", help="place many simulated carrier calls against a gateway")
