@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import time
 from collections.abc import Coroutine
@@ -131,6 +132,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"results: {write_results(doc, Path(args.rejudge).parent)}")
         return 0
     options = BenchOptions.quick_mode(**given) if args.quick else BenchOptions(**given)
+
+    def _terminate(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the bench like Ctrl-C: children are stopped first
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         doc = _run_fast(run_bench(options, progress=lambda line: print(line, file=sys.stderr, flush=True)))
     except KeyboardInterrupt:
