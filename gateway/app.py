@@ -163,7 +163,12 @@ async def open_context(
             log.warning("billed %d recovered call(s)", billed)
     writer = Writer(db, flush_interval_s=settings.writer_flush_ms / 1000, max_batch=settings.writer_batch)
     await writer.start()
-    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    # One provider WebSocket per live call: aiohttp's default pool (100 connections) would make
+    # call 101's provider wait for another call to end. No cap; DNS answers cached briefly.
+    http = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
+        timeout=aiohttp.ClientTimeout(total=30),
+    )
     return GatewayContext(
         settings=settings, db=db, writer=writer, box=box, http=http, token_secret=token_secret
     )
