@@ -15,13 +15,28 @@ import time
 _lock = threading.Lock()
 _last_ms = 0
 _counter = 0
+_ENTROPY_CHUNK = 10 * 512  # one os.urandom call per 512 ids instead of one syscall per id
+_entropy = b""
+_entropy_at = 0
+
+
+def _reseed_after_fork() -> None:
+    """Forked workers must not reuse the parent's buffered entropy (they would mint equal ids)."""
+    global _entropy, _entropy_at, _last_ms, _counter
+    _entropy, _entropy_at, _last_ms, _counter = b"", 0, 0, 0
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
 def new_id() -> str:
     """A fresh UUIDv7, greater than every id this process made before."""
-    global _last_ms, _counter
-    entropy = int.from_bytes(os.urandom(10), "big")
+    global _last_ms, _counter, _entropy, _entropy_at
     with _lock:
+        if _entropy_at >= len(_entropy):
+            _entropy, _entropy_at = os.urandom(_ENTROPY_CHUNK), 0
+        entropy = int.from_bytes(_entropy[_entropy_at : _entropy_at + 10], "big")
+        _entropy_at += 10
         ms = time.time_ns() // 1_000_000
         if ms > _last_ms:
             _last_ms = ms

@@ -120,3 +120,20 @@ def test_cli_migrate_provision_recover(tmp_path: Path, monkeypatch: pytest.Monke
     assert "workspaces[0].owner: no client user" in capsys.readouterr().err
     assert main(["db", "recover", "--db", url]) == 0
     assert "0 call(s) recovered" in capsys.readouterr().out
+
+
+def test_forked_processes_mint_different_ids() -> None:
+    """Entropy is buffered per process; a forked worker must not replay its parent's buffer."""
+    import os
+
+    from storage.ids import new_id
+
+    new_id()  # fill the buffer before forking
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os.write(write_end, new_id().encode())
+        os._exit(0)
+    child_id = os.read(read_end, 64).decode()
+    os.waitpid(pid, 0)
+    assert child_id[19:] != new_id()[19:]  # the random tails differ
