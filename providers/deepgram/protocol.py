@@ -31,6 +31,7 @@ from providers.base import (
     Transcript,
     UsageFacts,
 )
+from providers.tools import tool_answer, tool_arguments
 
 DEFAULT_WS_BASE = "wss://agent.deepgram.com"
 CONVERSE_PATH = "/v1/agent/converse"
@@ -155,12 +156,6 @@ def classify_error(code: str, description: str = "") -> ErrorKind:
     return ErrorKind.PROVIDER_DOWN
 
 
-def tool_answer(tools: Mapping[str, Any], name: str) -> tuple[Any, str]:
-    """The configured static result for ``name`` and its text form; unknown tools get an error."""
-    result = tools[name] if name in tools else {"error": f"unknown tool {name!r}"}
-    return result, result if isinstance(result, str) else orjson.dumps(result).decode()
-
-
 class DeepgramCodec:
     """Server messages → provider events; replies (function results) are queued in ``outbox``."""
 
@@ -240,21 +235,14 @@ class DeepgramCodec:
                 continue  # server-side functions are run by Deepgram itself
             name = str(function.get("name", ""))
             call_id = str(function.get("id", ""))
-            try:
-                arguments = orjson.loads(function.get("arguments") or "{}")
-            except orjson.JSONDecodeError:
-                arguments = {}
-            if name == self.hangup_tool:
-                result: Any = {"status": "ending call"}
-                text = orjson.dumps(result).decode()
-            else:
-                result, text = tool_answer(self.tools, name)
+            arguments = tool_arguments(function.get("arguments"))
+            result, text = tool_answer(self.tools, name, self.hangup_tool)
             self.outbox.append(
                 orjson.dumps(
                     {"type": "FunctionCallResponse", "id": call_id, "name": name, "content": text}
                 ).decode()
             )
-            events.append(ToolCall(name, call_id, arguments if isinstance(arguments, dict) else {}, result))
+            events.append(ToolCall(name, call_id, arguments, result))
             if name == self.hangup_tool:
                 self.finished = True
                 events.append(Hangup("agent_end_call"))

@@ -36,6 +36,7 @@ from providers.base import (
     Transcript,
     UsageFacts,
 )
+from providers.tools import tool_answer, tool_arguments
 
 Dialect = Literal["ga", "beta"]
 DEFAULT_WS_BASE = "wss://api.openai.com"
@@ -178,12 +179,6 @@ def classify_error(code: str, error_type: str) -> ErrorKind:
     return ErrorKind.PROVIDER_DOWN
 
 
-def tool_answer(tools: Mapping[str, Any], name: str) -> tuple[Any, str]:
-    """The configured static result for ``name`` and its text form; unknown tools get an error."""
-    result = tools[name] if name in tools else {"error": f"unknown tool {name!r}"}
-    return result, result if isinstance(result, str) else orjson.dumps(result).decode()
-
-
 class OpenAICodec:
     """Server events → provider events; client replies (truncate, tool output) go to ``outbox``."""
 
@@ -277,22 +272,12 @@ class OpenAICodec:
     def _function_call(self, message: Mapping[str, Any]) -> Sequence[ProviderEvent]:
         name = str(message.get("name", ""))
         call_id = str(message.get("call_id", ""))
-        try:
-            arguments = orjson.loads(message.get("arguments") or "{}")
-        except orjson.JSONDecodeError:
-            arguments = {}
-        if not isinstance(arguments, dict):
-            arguments = {}
-        hangup = name == self.hangup_tool
-        result, text = (
-            ({"status": "ending call"}, '{"status":"ending call"}')
-            if hangup
-            else tool_answer(self.tools, name)
-        )
+        arguments = tool_arguments(message.get("arguments"))
+        result, text = tool_answer(self.tools, name, self.hangup_tool)
         item = {"type": "function_call_output", "call_id": call_id, "output": text}
         self.outbox.append(orjson.dumps({"type": "conversation.item.create", "item": item}))
         call = ToolCall(name, call_id, arguments, result)
-        if hangup:
+        if name == self.hangup_tool:
             self.finished = True
             return (call, Hangup("agent_end_call"))  # no response.create: the agent has said goodbye
         self.outbox.append(response_create())
