@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -102,6 +102,33 @@ async def open_ws(
     )
 
 
+async def await_ready(
+    ws: aiohttp.ClientWebSocketResponse,
+    provider: str,
+    ready: str,
+    refusal: Callable[[dict[str, Any]], ProviderError | None],
+) -> None:
+    """Read handshake replies until the JSON message of type ``ready``; ``refusal`` turns a message
+    that says no into the error to raise. A close first is ``PROVIDER_DOWN``."""
+    while True:
+        msg = await ws.receive()
+        if msg.type is aiohttp.WSMsgType.BINARY:
+            continue
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            raise ProviderError(ErrorKind.PROVIDER_DOWN, f"{provider}: closed {ws.close_code} before {ready}")
+        try:
+            message = orjson.loads(msg.data)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(message, dict):
+            continue
+        if message.get("type") == ready:
+            return
+        error = refusal(message)
+        if error is not None:
+            raise error
+
+
 class WsProviderSession(ProviderSession):
     """A provider session over one WebSocket; subclasses decode messages and classify the end."""
 
@@ -134,6 +161,13 @@ class WsProviderSession(ProviderSession):
             return
         with contextlib.suppress(ConnectionError, aiohttp.ClientError):
             await self._ws.send_str(text)
+
+    async def _send_replies(self, outbox: list[str] | list[bytes]) -> None:
+        """Send what a codec queued while decoding (in order), emptying its queue."""
+        replies = outbox[:]
+        outbox.clear()
+        for reply in replies:
+            await self._send_str(reply if isinstance(reply, str) else reply.decode())
 
     async def _send_bytes(self, data: bytes) -> None:
         if self._ws.closed:

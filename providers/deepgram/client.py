@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
-import orjson
 from aiohttp import WSMsgType
 
 from providers.base import Audio, AudioFormat, ErrorKind, ProviderContext, ProviderError, ProviderEvent
@@ -28,7 +28,7 @@ from providers.deepgram.protocol import (
     negotiate,
     settings_message,
 )
-from providers.ws_adapter import WsProviderSession, connect_deadline, open_ws, ws_url_from_http
+from providers.ws_adapter import WsProviderSession, await_ready, connect_deadline, open_ws, ws_url_from_http
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,7 @@ class DeepgramSession(WsProviderSession):
         codec = self.codec
         events = codec.text(text)
         if codec.outbox:
-            outbox, codec.outbox = codec.outbox, []
-            for reply in outbox:
-                await self._send_str(reply)
+            await self._send_replies(codec.outbox)
         return events
 
     def _on_end(self, code: int | None, reason: str) -> ProviderEvent:
@@ -85,26 +83,12 @@ class DeepgramSession(WsProviderSession):
         await super().close()
 
 
-async def _await_settings_applied(ws: aiohttp.ClientWebSocketResponse) -> None:
-    while True:
-        msg = await ws.receive()
-        if msg.type is WSMsgType.BINARY:
-            continue
-        if msg.type is not WSMsgType.TEXT:
-            raise ProviderError(
-                ErrorKind.PROVIDER_DOWN, f"deepgram: closed {ws.close_code} before SettingsApplied"
-            )
-        try:
-            message = orjson.loads(msg.data)
-        except orjson.JSONDecodeError:
-            continue
-        kind = message.get("type") if isinstance(message, dict) else None
-        if kind == "SettingsApplied":
-            return
-        if kind == "Error":
-            code = str(message.get("code", ""))
-            description = str(message.get("description", ""))
-            raise ProviderError(classify_error(code, description), f"deepgram: {code}: {description}")
+def _refusal(message: dict[str, Any]) -> ProviderError | None:
+    if message.get("type") != "Error":
+        return None
+    code = str(message.get("code", ""))
+    description = str(message.get("description", ""))
+    return ProviderError(classify_error(code, description), f"deepgram: {code}: {description}")
 
 
 async def connect(ctx: ProviderContext) -> DeepgramSession:
@@ -132,7 +116,7 @@ async def connect(ctx: ProviderContext) -> DeepgramSession:
         async with connect_deadline("deepgram", ctx.connect_timeout):
             ws = await open_ws(ctx.http, base + CONVERSE_PATH, headers)
             await ws.send_frame(settings, WSMsgType.TEXT)
-            await _await_settings_applied(ws)
+            await await_ready(ws, "deepgram", "SettingsApplied", _refusal)
     except BaseException:
         if ws is not None:
             with contextlib.suppress(Exception):

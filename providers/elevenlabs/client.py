@@ -65,9 +65,7 @@ class ElevenLabsSession(WsProviderSession):
         codec = self.codec
         event = codec.decode(text)
         if codec.outbox:
-            outbox, codec.outbox = codec.outbox, []
-            for reply in outbox:
-                await self._send_str(reply)
+            await self._send_replies(codec.outbox)
         return () if event is None else (event,)
 
     def _on_end(self, code: int | None, reason: str) -> ProviderEvent:

@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
-import orjson
 from aiohttp import WSMsgType
 
 from providers.base import Audio, AudioFormat, ErrorKind, ProviderContext, ProviderError, ProviderEvent
@@ -36,7 +35,7 @@ from providers.openai.protocol import (
     response_create,
     session_update,
 )
-from providers.ws_adapter import WsProviderSession, connect_deadline, open_ws, ws_url_from_http
+from providers.ws_adapter import WsProviderSession, await_ready, connect_deadline, open_ws, ws_url_from_http
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +69,7 @@ class OpenAISession(WsProviderSession):
         codec = self.codec
         events = codec.decode(text)
         if codec.outbox:
-            outbox, codec.outbox = codec.outbox, []
-            for reply in outbox:
-                await self._send_str(reply.decode())
+            await self._send_replies(codec.outbox)
         return events
 
     def _on_end(self, code: int | None, reason: str) -> ProviderEvent:
@@ -94,28 +91,14 @@ def _greeting(ctx: ProviderContext) -> bytes | None:
     return response_create(f"Greet the caller by saying exactly: {text}" if text else None)
 
 
-async def _await_session_updated(ws: aiohttp.ClientWebSocketResponse) -> None:
-    while True:
-        msg = await ws.receive()
-        if msg.type is WSMsgType.BINARY:
-            continue
-        if msg.type is not WSMsgType.TEXT:
-            raise ProviderError(
-                ErrorKind.PROVIDER_DOWN, f"openai: closed {ws.close_code} before session.updated"
-            )
-        try:
-            message = orjson.loads(msg.data)
-        except orjson.JSONDecodeError:
-            continue
-        kind = message.get("type") if isinstance(message, dict) else None
-        if kind == "session.updated":
-            return
-        if kind == "error":
-            error: Mapping[str, Any] = message.get("error") or {}
-            code, error_type = str(error.get("code") or ""), str(error.get("type") or "")
-            raise ProviderError(
-                classify_error(code, error_type), f"openai: {code or error_type}: {error.get('message')}"
-            )
+def _refusal(message: dict[str, Any]) -> ProviderError | None:
+    if message.get("type") != "error":
+        return None
+    error: Mapping[str, Any] = message.get("error") or {}
+    code, error_type = str(error.get("code") or ""), str(error.get("type") or "")
+    return ProviderError(
+        classify_error(code, error_type), f"openai: {code or error_type}: {error.get('message')}"
+    )
 
 
 async def connect(ctx: ProviderContext) -> OpenAISession:
@@ -150,7 +133,7 @@ async def connect(ctx: ProviderContext) -> OpenAISession:
             ws = await open_ws(ctx.http, url, headers)
             for message in setup:
                 await ws.send_frame(message, WSMsgType.TEXT)
-            await _await_session_updated(ws)
+            await await_ready(ws, "openai", "session.updated", _refusal)
             if greeting is not None:
                 await ws.send_frame(greeting, WSMsgType.TEXT)
     except BaseException:
