@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from providers.base import ErrorKind, ProviderError, ProviderEvent, ProviderSession
+from providers.base import Audio, AudioOut, ErrorKind, ProviderError, ProviderEvent, ProviderSession
 
 logger = logging.getLogger(__name__)
 
@@ -211,3 +211,17 @@ class WsProviderSession(ProviderSession):
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await self._ws.close()
+
+
+class RawAudioWsSession(WsProviderSession):
+    """A session whose audio is bare binary frames both ways, already in the negotiated formats
+    (Retell, Vapi): only text frames need a protocol decoder."""
+
+    async def send_audio(self, audio: Audio) -> None:
+        self.usage.audio_in_ms += audio.duration_ms
+        await self._send_bytes(audio.raw)
+
+    def _on_binary(self, data: bytes) -> Sequence[ProviderEvent]:
+        audio = Audio(self.output_format, raw=data)
+        self.usage.audio_out_ms += audio.duration_ms
+        return (AudioOut(audio),)

@@ -25,6 +25,7 @@ from providers.base import (
     ProviderEvent,
 )
 from providers.bolna import protocol
+from providers.history import history_text
 from providers.ws_adapter import WsProviderSession, connect_deadline, open_ws, ws_url_from_http
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def _codec_for(ctx: ProviderContext) -> DialectCodec:
         raise ProviderError(ErrorKind.CONFIG, f"bolna: io_provider must be one of {protocol.DIALECTS}")
     context = {"call_id": ctx.call_id, "caller_number": ctx.caller_number, "called_number": ctx.called_number}
     if ctx.history:
-        context[protocol.HISTORY_KEY] = protocol.history_text(ctx.history)
+        context[protocol.HISTORY_KEY] = history_text(ctx.history)
     if dialect == "twilio":
         return protocol.TwilioDialect("MZ" + uuid.uuid4().hex, "CA" + uuid.uuid4().hex, context)
     rates = []

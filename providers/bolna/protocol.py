@@ -17,7 +17,7 @@ what was heard and ends the call only when its farewell's final mark comes back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import orjson
@@ -50,10 +50,6 @@ NORMAL_CLOSE_CODES = frozenset({1000})
 # Prior transcript after a failover rides in the context the dialect carries (web ``init``
 # meta_data / Twilio ``start.customParameters``) under this key; the prompt must use it.
 HISTORY_KEY = "conversation_history"
-
-
-def history_text(history: Sequence[Transcript]) -> str:
-    return "\n".join(f"{t.role}: {t.text}" for t in history if t.final)
 
 
 def end_event(code: int | None, reason: str) -> ProviderEvent:

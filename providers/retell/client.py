@@ -20,14 +20,13 @@ import aiohttp
 from providers.base import (
     Audio,
     AudioFormat,
-    AudioOut,
     ErrorKind,
     ProviderContext,
     ProviderError,
     ProviderEvent,
 )
 from providers.retell import protocol
-from providers.ws_adapter import WsProviderSession, connect_deadline, open_ws, post_json, ws_url_from_http
+from providers.ws_adapter import RawAudioWsSession, connect_deadline, open_ws, post_json, ws_url_from_http
 
 logger = logging.getLogger(__name__)
 _deprecation_logged = False
@@ -43,7 +42,7 @@ def _warn_deprecated_once() -> None:
         )
 
 
-class RetellSession(WsProviderSession):
+class RetellSession(RawAudioWsSession):
     name = "retell"
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, fmt: AudioFormat, retell_call_id: str) -> None:
@@ -55,18 +54,12 @@ class RetellSession(WsProviderSession):
         self._next_ping = time.monotonic() + protocol.PING_INTERVAL_S
 
     async def send_audio(self, audio: Audio) -> None:
-        self.usage.audio_in_ms += audio.duration_ms
-        await self._send_bytes(audio.raw)
+        await super().send_audio(audio)
         # Keepalive rides on the audio stream (carriers send frames continuously): no extra task.
         now = time.monotonic()
         if now >= self._next_ping:
             self._next_ping = now + protocol.PING_INTERVAL_S
             await self._send_str(protocol.PING)
-
-    def _on_binary(self, data: bytes) -> Sequence[ProviderEvent]:
-        audio = Audio(self.output_format, raw=data)
-        self.usage.audio_out_ms += audio.duration_ms
-        return (AudioOut(audio),)
 
     async def _on_text(self, text: str) -> Sequence[ProviderEvent]:
         return self._decoder.text(text)

@@ -29,6 +29,7 @@ from providers.base import (
     ProviderEvent,
     Transcript,
 )
+from providers.history import history_text
 
 API_BASE = "https://api.retellai.com"
 WS_BASE = "wss://api.retellai.com"
@@ -91,10 +92,6 @@ def register_body(
     if history:
         body["retell_llm_dynamic_variables"] = {HISTORY_VARIABLE: history_text(history)}
     return body
-
-
-def history_text(history: Sequence[Transcript]) -> str:
-    return "\n".join(f"{t.role}: {t.text}" for t in history if t.final)
 
 
 def call_id_from_reply(reply: Mapping[str, Any], fmt: AudioFormat) -> str:

@@ -15,9 +15,7 @@ from typing import Any
 import aiohttp
 
 from providers.base import (
-    Audio,
     AudioFormat,
-    AudioOut,
     ErrorKind,
     ProviderContext,
     ProviderError,
@@ -25,12 +23,12 @@ from providers.base import (
     ToolCall,
 )
 from providers.vapi import protocol
-from providers.ws_adapter import WsProviderSession, connect_deadline, open_ws, post_json
+from providers.ws_adapter import RawAudioWsSession, connect_deadline, open_ws, post_json
 
 logger = logging.getLogger(__name__)
 
 
-class VapiSession(WsProviderSession):
+class VapiSession(RawAudioWsSession):
     name = "vapi"
 
     def __init__(
@@ -46,15 +44,6 @@ class VapiSession(WsProviderSession):
         self.vapi_call_id = vapi_call_id
         self._tools = tools
         self._decoder = protocol.VapiDecoder()
-
-    async def send_audio(self, audio: Audio) -> None:
-        self.usage.audio_in_ms += audio.duration_ms
-        await self._send_bytes(audio.raw)
-
-    def _on_binary(self, data: bytes) -> Sequence[ProviderEvent]:
-        audio = Audio(self.output_format, raw=data)
-        self.usage.audio_out_ms += audio.duration_ms
-        return (AudioOut(audio),)
 
     async def _on_text(self, text: str) -> Sequence[ProviderEvent]:
         events = self._decoder.text(text)

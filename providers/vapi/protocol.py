@@ -29,6 +29,7 @@ from providers.base import (
     ToolCall,
     Transcript,
 )
+from providers.history import history_text
 
 API_BASE = "https://api.vapi.ai"
 CALL_PATH = "/call"
@@ -107,7 +108,7 @@ def create_call_body(
     assistant_overrides: dict[str, Any] = dict(overrides or {})
     if history:
         variables = dict(assistant_overrides.get("variableValues") or {})
-        variables[HISTORY_VARIABLE] = "\n".join(f"{t.role}: {t.text}" for t in history if t.final)
+        variables[HISTORY_VARIABLE] = history_text(history)
         assistant_overrides["variableValues"] = variables
         assistant_overrides.setdefault("firstMessageMode", RESUME_FIRST_MESSAGE_MODE)
     if assistant_overrides:
