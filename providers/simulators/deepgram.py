@@ -133,14 +133,7 @@ class DeepgramSimulator(SimulatorServer):
         session = _Session(self, ws, record, in_fmt, out_fmt, functions)
         session.script = dataclasses.replace(self.script, greeting_first=bool(greeting))
         await _send(ws, {"type": "SettingsApplied"})
-        session.begin()
-        watchdog = self.spawn(session.watchdog())
-        try:
-            await session.serve()
-        finally:
-            watchdog.cancel()
-            session.finish()
-            record.close_code = ws.close_code
+        await session.run(ws, session.watchdog)
         return ws
 
     async def _settings(

@@ -140,15 +140,7 @@ class ElevenLabsSimulator(SimulatorServer):
         agent_override = (first.get("conversation_config_override") or {}).get("agent") or {}
         if agent_override.get("first_message") == "":
             session.script = _caller_first(self.script)
-        session.begin()
-        pings = self.spawn(session.pings()) if self.ping_interval_s else None
-        try:
-            await session.serve()
-        finally:
-            if pings is not None:
-                pings.cancel()
-            session.finish()
-            record.close_code = ws.close_code
+        await session.run(ws, session.pings if self.ping_interval_s else None)
         return ws
 
 

@@ -123,12 +123,7 @@ class OpenAISimulator(SimulatorServer):
         await session.event(
             "session.created", session={"object": "realtime.session", "model": request.query["model"]}
         )
-        session.begin()
-        try:
-            await session.serve()
-        finally:
-            session.finish()
-            record.close_code = ws.close_code
+        await session.run(ws)
         return ws
 
 

@@ -100,12 +100,7 @@ class RetellSimulator(SimulatorServer):
             session.record.violations.append("simulator speaks only the web protocol")
             await ws.close(code=CLOSE_UNSUPPORTED, message=b"twilio protocol not simulated")
             return ws
-        session.begin()
-        try:
-            await session.serve()
-        finally:
-            session.finish()
-            session.record.close_code = ws.close_code
+        await session.run(ws)
         return ws
 
 

@@ -14,12 +14,13 @@ import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import soxr
+from aiohttp import web
 
 from providers.base import Audio, AudioFormat, Mark, ProviderEvent, ProviderSession
 from providers.simulators.base import EnergyVad, Faults, SimulatorServer, tone_pcm16
@@ -224,6 +225,25 @@ class ScriptedSession(ABC):
         """Close abruptly with ``code`` (None: the provider's usual abnormal code)."""
 
     # -- lifecycle -------------------------------------------------------------------------------
+    @abstractmethod
+    async def serve(self) -> None:
+        """Read the client's socket until it ends."""
+
+    async def run(
+        self, ws: web.WebSocketResponse, companion: Callable[[], Coroutine[Any, Any, None]] | None = None
+    ) -> None:
+        """The whole conversation: begin, serve (with an optional companion task such as pings),
+        then stop everything and record how the socket closed."""
+        self.begin()
+        helper = self.sim.spawn(companion()) if companion is not None else None
+        try:
+            await self.serve()
+        finally:
+            if helper is not None:
+                helper.cancel()
+            self.finish()
+            self.record.close_code = ws.close_code
+
     def begin(self) -> None:
         """Start the greeting (if greeting-first) and the fault timers."""
         self.sim.sessions_started += 1

@@ -152,12 +152,7 @@ class VapiSimulator(SimulatorServer):
             "headers": {"authorization": "Authorization" in request.headers},
         }
         self.records.append(session.record)
-        session.begin()
-        try:
-            await session.serve()
-        finally:
-            session.finish()
-            session.record.close_code = ws.close_code
+        await session.run(ws)
         return ws
 
 
