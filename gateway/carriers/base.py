@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import binascii
 import enum
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -168,6 +169,31 @@ def require_started(phase: StreamPhase, event: str) -> None:
     if phase is not StreamPhase.STARTED:
         when = "after stop" if phase is StreamPhase.STOPPED else "before start"
         raise ProtocolViolation(CLOSE_OUT_OF_ORDER, f"{event} {when}")
+
+
+class StreamLifecycle(ABC):
+    """The part of a carrier stream's state machine both carriers share: ``connected`` first
+    (optional, once), ``stop`` only while started, nothing unknown."""
+
+    _phase: StreamPhase
+
+    @abstractmethod
+    def _check_started(self, msg: dict[str, Any], event: str) -> None:
+        """Started, and the message names this stream (each carrier has its own id field)."""
+
+    def _lifecycle(self, msg: dict[str, Any], event: object) -> CarrierEvent:
+        if event == "stop":
+            self._check_started(msg, "stop")
+            self._phase = StreamPhase.STOPPED
+            return Stop()
+        if event == "connected":
+            if self._phase is not StreamPhase.NEW:
+                raise ProtocolViolation(CLOSE_OUT_OF_ORDER, "connected after the stream began")
+            self._phase = StreamPhase.CONNECTED
+            return Connected()
+        if type(event) is not str:
+            raise ProtocolViolation(CLOSE_MALFORMED, "event must be a string")
+        raise ProtocolViolation(CLOSE_UNKNOWN_EVENT, f"unknown event {clip(event)}")
 
 
 def require_dict(msg: dict[str, Any], key: str) -> dict[str, Any]:

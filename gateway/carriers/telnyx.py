@@ -22,19 +22,17 @@ from gateway.audio import l16be_to_pcm16
 from gateway.carriers.base import (
     CLOSE_MALFORMED,
     CLOSE_OUT_OF_ORDER,
-    CLOSE_UNKNOWN_EVENT,
     CLOSE_UNSUPPORTED_FORMAT,
     CLOSE_WRONG_STREAM,
     DTMF_DIGITS,
     CarrierError,
     CarrierEvent,
-    Connected,
     Dtmf,
     MarkEcho,
     Media,
     ProtocolViolation,
     Start,
-    Stop,
+    StreamLifecycle,
     StreamPhase,
     clip,
     decode_payload,
@@ -67,7 +65,7 @@ _G711_FORMATS: Final = {
 _L16_RATES: Final = frozenset({8000, 16000, 22050, 24000, 48000})
 
 
-class TelnyxStream:
+class TelnyxStream(StreamLifecycle):
     """One Telnyx media socket: ``receive`` parses inbound frames, ``*_message`` build outbound."""
 
     outbound_format: AudioFormat = MULAW_8000
@@ -119,18 +117,7 @@ class TelnyxStream:
             return CarrierError(code, optional_str(error, "title"), optional_str(error, "detail"))
         if event == "start":
             return self._start(msg)
-        if event == "stop":
-            self._check_started(msg, "stop")
-            self._phase = StreamPhase.STOPPED
-            return Stop()
-        if event == "connected":
-            if self._phase is not StreamPhase.NEW:
-                raise ProtocolViolation(CLOSE_OUT_OF_ORDER, "connected after the stream began")
-            self._phase = StreamPhase.CONNECTED
-            return Connected()
-        if type(event) is not str:
-            raise ProtocolViolation(CLOSE_MALFORMED, "event must be a string")
-        raise ProtocolViolation(CLOSE_UNKNOWN_EVENT, f"unknown event {clip(event)}")
+        return self._lifecycle(msg, event)
 
     def _media(self, media: dict[str, Any]) -> Media:
         track = media.get("track")

@@ -15,18 +15,16 @@ import orjson
 from gateway.carriers.base import (
     CLOSE_MALFORMED,
     CLOSE_OUT_OF_ORDER,
-    CLOSE_UNKNOWN_EVENT,
     CLOSE_UNSUPPORTED_FORMAT,
     CLOSE_WRONG_STREAM,
     DTMF_DIGITS,
     CarrierEvent,
-    Connected,
     Dtmf,
     MarkEcho,
     Media,
     ProtocolViolation,
     Start,
-    Stop,
+    StreamLifecycle,
     StreamPhase,
     clip,
     decode_payload,
@@ -43,7 +41,7 @@ PARAM_FROM_NUMBER: Final = "from_number"
 PARAM_TO_NUMBER: Final = "to_number"
 
 
-class TwilioStream:
+class TwilioStream(StreamLifecycle):
     """One Twilio media socket: ``receive`` parses inbound frames, ``*_message`` build outbound."""
 
     outbound_format: AudioFormat = MULAW_8000
@@ -90,18 +88,7 @@ class TwilioStream:
             return MarkEcho(name)
         if event == "start":
             return self._start(msg)
-        if event == "stop":
-            self._check_started(msg, "stop")
-            self._phase = StreamPhase.STOPPED
-            return Stop()
-        if event == "connected":
-            if self._phase is not StreamPhase.NEW:
-                raise ProtocolViolation(CLOSE_OUT_OF_ORDER, "connected after the stream began")
-            self._phase = StreamPhase.CONNECTED
-            return Connected()
-        if type(event) is not str:
-            raise ProtocolViolation(CLOSE_MALFORMED, "event must be a string")
-        raise ProtocolViolation(CLOSE_UNKNOWN_EVENT, f"unknown event {clip(event)}")
+        return self._lifecycle(msg, event)
 
     def _check_started(self, msg: dict[str, Any], event: str) -> None:
         require_started(self._phase, event)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -45,7 +46,7 @@ class Faults:
             setattr(self, f.name, f.default)
 
 
-class SimulatorServer:
+class SimulatorServer(ABC):
     """An aiohttp server on 127.0.0.1 for one simulated provider."""
 
     name = "simulator"
@@ -58,9 +59,9 @@ class SimulatorServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.port = 0
 
-    # -- to implement -------------------------------------------------------------------------
+    @abstractmethod
     def routes(self) -> list[web.RouteDef]:
-        raise NotImplementedError
+        """The provider's endpoints (REST and WebSocket), as the real service exposes them."""
 
     # -- shell ---------------------------------------------------------------------------------
     def app(self) -> web.Application:

@@ -110,9 +110,9 @@ async def test_migrate_twice_is_a_no_op(raw_db: Database) -> None:
     assert (await raw_db.fetchone("SELECT COUNT(*) FROM subscription_tiers"))[0] == 3  # type: ignore[index]
 
 
+@pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
 async def test_postgres_schema_mirrors_seed(db: Database) -> None:
-    if db.dialect != "postgresql":
-        pytest.skip("PostgreSQL catalogue check")
+    assert db.dialect == "postgresql"
     seed = _seed_connection()
     pg_type = {"TEXT": "text", "INTEGER": "bigint", "REAL": "double precision"}
     for table in _tables(seed):
