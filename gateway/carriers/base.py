@@ -173,7 +173,7 @@ def require_started(phase: StreamPhase, event: str) -> None:
 
 class StreamLifecycle(ABC):
     """The part of a carrier stream's state machine both carriers share: ``connected`` first
-    (optional, once), ``stop`` only while started, nothing unknown."""
+    (optional, once), DTMF, mark echoes and ``stop`` only while started, nothing unknown."""
 
     _phase: StreamPhase
 
@@ -182,6 +182,18 @@ class StreamLifecycle(ABC):
         """Started, and the message names this stream (each carrier has its own id field)."""
 
     def _lifecycle(self, msg: dict[str, Any], event: object) -> CarrierEvent:
+        if event == "dtmf":
+            self._check_started(msg, "dtmf")
+            digit = require_dict(msg, "dtmf").get("digit")
+            if type(digit) is not str or digit not in DTMF_DIGITS:
+                raise ProtocolViolation(CLOSE_MALFORMED, f"invalid dtmf digit {clip(digit)}")
+            return Dtmf(digit)
+        if event == "mark":
+            self._check_started(msg, "mark")
+            name = require_dict(msg, "mark").get("name")
+            if type(name) is not str:
+                raise ProtocolViolation(CLOSE_MALFORMED, "mark.name must be a string")
+            return MarkEcho(name)
         if event == "stop":
             self._check_started(msg, "stop")
             self._phase = StreamPhase.STOPPED

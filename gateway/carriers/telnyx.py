@@ -24,11 +24,8 @@ from gateway.carriers.base import (
     CLOSE_OUT_OF_ORDER,
     CLOSE_UNSUPPORTED_FORMAT,
     CLOSE_WRONG_STREAM,
-    DTMF_DIGITS,
     CarrierError,
     CarrierEvent,
-    Dtmf,
-    MarkEcho,
     Media,
     ProtocolViolation,
     Start,
@@ -92,18 +89,6 @@ class TelnyxStream(StreamLifecycle):
         if event == "media":
             self._check_started(msg, "media")
             return self._media(require_dict(msg, "media"))
-        if event == "dtmf":
-            self._check_started(msg, "dtmf")
-            digit = require_dict(msg, "dtmf").get("digit")
-            if type(digit) is not str or digit not in DTMF_DIGITS:
-                raise ProtocolViolation(CLOSE_MALFORMED, f"invalid dtmf digit {clip(digit)}")
-            return Dtmf(digit)
-        if event == "mark":
-            self._check_started(msg, "mark")
-            name = require_dict(msg, "mark").get("name")
-            if type(name) is not str:
-                raise ProtocolViolation(CLOSE_MALFORMED, "mark.name must be a string")
-            return MarkEcho(name)
         if event == "error":
             if self._phase is StreamPhase.STOPPED:
                 raise ProtocolViolation(CLOSE_OUT_OF_ORDER, "error after stop")

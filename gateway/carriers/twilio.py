@@ -17,10 +17,7 @@ from gateway.carriers.base import (
     CLOSE_OUT_OF_ORDER,
     CLOSE_UNSUPPORTED_FORMAT,
     CLOSE_WRONG_STREAM,
-    DTMF_DIGITS,
     CarrierEvent,
-    Dtmf,
-    MarkEcho,
     Media,
     ProtocolViolation,
     Start,
@@ -74,18 +71,6 @@ class TwilioStream(StreamLifecycle):
                 optional_counter(media, "chunk"),
                 optional_counter(media, "timestamp"),
             )
-        if event == "dtmf":
-            self._check_started(msg, "dtmf")
-            digit = require_dict(msg, "dtmf").get("digit")
-            if type(digit) is not str or digit not in DTMF_DIGITS:
-                raise ProtocolViolation(CLOSE_MALFORMED, f"invalid dtmf digit {clip(digit)}")
-            return Dtmf(digit)
-        if event == "mark":
-            self._check_started(msg, "mark")
-            name = require_dict(msg, "mark").get("name")
-            if type(name) is not str:
-                raise ProtocolViolation(CLOSE_MALFORMED, "mark.name must be a string")
-            return MarkEcho(name)
         if event == "start":
             return self._start(msg)
         return self._lifecycle(msg, event)

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import uuid
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,9 +135,9 @@ class _BolnaSession(ScriptedSession):
         if self.record.ended_by is None:
             self.record.ended_by = "client"
 
+    @abstractmethod
     async def handle(self, packet: dict[str, Any]) -> bool:
         """One client message; False ends the session."""
-        raise NotImplementedError
 
     def heard_mark(self, name: Any) -> None:
         if not isinstance(name, str):
