@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
+from gateway.carriers.base import CLOSE_START_TIMEOUT
 from gateway.config import Settings
 from gateway.metrics import GatewayStats
 from gateway.recorder import CallRecorder
@@ -87,7 +88,7 @@ class GatewayContext:
                 self.pending.pop(key, None)
                 self.stats.protocol_errors["start_timeout"] += 1
                 log.warning("media socket closed: no valid start within %.0f s", s.start_timeout_s)
-                await pending.close(4408, "start timeout")
+                await pending.close(CLOSE_START_TIMEOUT, "start timeout")
         for call_id, live in list(self.live.items()):
             session = live.session
             if session.ending:
@@ -95,7 +96,9 @@ class GatewayContext:
             if now - session.last_carrier_msg > s.idle_timeout_s:
                 log.warning("call %s: carrier idle for %.0f s, ending", call_id, s.idle_timeout_s)
                 session.carrier_gone("carrier_idle_timeout")
-                await live.close_socket(4408, "idle timeout")
+                await live.close_socket(
+                    CLOSE_START_TIMEOUT, "idle timeout"
+                )  # same code: the carrier went quiet
             elif now - session.started_mono > s.max_call_s:
                 log.info("call %s: max duration reached", call_id)
                 session.request_end("completed", "max_duration")

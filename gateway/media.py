@@ -18,6 +18,10 @@ from aiohttp import WSMsgType, web
 
 from gateway.app import CTX_KEY, GatewayContext, LiveCall, PendingSocket
 from gateway.carriers.base import (
+    CLOSE_BAD_TOKEN,
+    CLOSE_BINARY_FRAME,
+    CLOSE_DUPLICATE_SOCKET,
+    CLOSE_FLOOD,
     CarrierError,
     Dtmf,
     MarkEcho,
@@ -37,11 +41,6 @@ from storage.calls import claim_call, finish_call_stmt
 from storage.ids import now_s
 
 log = logging.getLogger(__name__)
-
-CLOSE_FLOOD = 4429
-CLOSE_BINARY = 4415
-CLOSE_TOKEN = 4401
-CLOSE_DUPLICATE = 4409
 
 
 class WsCarrierLink:
@@ -133,7 +132,7 @@ async def _handle(request: web.Request, carrier: str) -> web.WebSocketResponse:
             if msg.type is not WSMsgType.TEXT:
                 if msg.type is WSMsgType.BINARY:
                     _violation(ctx, call_id, carrier, "binary_frame", "binary frames are not accepted")
-                    await close(CLOSE_BINARY, "binary frames are not accepted")
+                    await close(CLOSE_BINARY_FRAME, "binary frames are not accepted")
                 break
             try:
                 event = codec.receive(msg.data)
@@ -217,7 +216,7 @@ async def _start(
     except TokenError as exc:
         ctx.stats.protocol_errors["bad_token"] += 1
         log.warning("%s media socket refused: stream token %s (call %s)", carrier, exc, call_id or "-")
-        await close(CLOSE_TOKEN, f"stream token {exc}")
+        await close(CLOSE_BAD_TOKEN, f"stream token {exc}")
         return None, None
     try:
         claimed = call_id not in ctx.live and await claim_call(ctx.db, call_id)
@@ -228,7 +227,7 @@ async def _start(
     if not claimed:
         ctx.stats.protocol_errors["duplicate_socket"] += 1
         log.warning("%s media socket refused: call %s already has a media stream", carrier, call_id)
-        await close(CLOSE_DUPLICATE, "call already has a media stream")
+        await close(CLOSE_DUPLICATE_SOCKET, "call already has a media stream")
         return None, None
     try:
         return await _bridge(ctx, start, carrier, link, call_id)
