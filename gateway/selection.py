@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from gateway.session import ProviderAttempt
+from gateway.session import ProviderAttempt, discard_connection
 from providers.base import (
     MULAW_8000,
     ErrorKind,
@@ -345,7 +345,7 @@ class ProviderSelector:
             if now > pre.expires:
                 self._preconnects.pop(call_id, None)
                 log.info("call %s: unused provider pre-connection closed", call_id)
-                await _close_task_result(pre.task)
+                await discard_connection(pre.task)
         for call_id, (created, _setup) in list(self._setups.items()):
             if now - created > self._setup_ttl_s and call_id not in self.ctx.live:
                 self._setups.pop(call_id, None)
@@ -435,7 +435,7 @@ class ProviderSelector:
                 with contextlib.suppress(BaseException):
                     await task
         for pre in self._preconnects.values():
-            await _close_task_result(pre.task)
+            await discard_connection(pre.task)
         self._preconnects.clear()
 
 
@@ -455,10 +455,3 @@ def _consume_exception(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved here so an unused failed pre-connect never logs "never retrieved"
 
-
-async def _close_task_result(task: asyncio.Task[ProviderSession]) -> None:
-    if not task.done():
-        task.cancel()
-    with contextlib.suppress(BaseException):
-        session = await task
-        await session.close()

@@ -367,7 +367,7 @@ class CallSession:
                     {"provider": attempt.provider, "result": "skipped", "reason": skip},
                 )
                 if preconnected is not None:
-                    await _discard_connection(preconnected)
+                    await discard_connection(preconnected)
                 continue
             timeout_s = min(self._attempt_timeout_s, remaining)
             t0 = time.monotonic()
@@ -622,7 +622,7 @@ class CallSession:
             self._detach_provider()
         if self._preconnected is not None:  # a pre-connection nobody used
             task, self._preconnected = self._preconnected, None
-            await _discard_connection(task)
+            await discard_connection(task)
         status, reason = self._end_reason or ("completed", "ended")
         elapsed = time.monotonic() - self.started_mono  # the call ends now, not after the hang-up round trip
         ended_at = time.time()
@@ -642,7 +642,7 @@ class CallSession:
         self.ended.set()
 
 
-async def _discard_connection(task: asyncio.Task[ProviderSession]) -> None:
+async def discard_connection(task: asyncio.Task[ProviderSession]) -> None:
     """Cancel a pending connection, or close the session it already produced."""
     if not task.done():
         task.cancel()
