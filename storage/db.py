@@ -5,7 +5,9 @@ upserts, ``excluded.col``, ``LIMIT``); the PostgreSQL backend rewrites ``?`` to 
 ``sqlite3.Row`` or ``asyncpg.Record``: both index by position and by column name.
 
 SQLite runs in WAL mode with ONE writer connection (every write and every transaction, serialized
-by a lock) and one reader connection (plain reads never wait for a write transaction).
+by a lock) and one reader connection (plain reads never wait for a write transaction). A third
+connection checkpoints the WAL in the background, so commits on the writer never pay for copying
+pages into the database file (see ``_checkpoint_loop``).
 PostgreSQL uses an asyncpg pool. ``is_transient`` tells the writer which failures to retry.
 
 URLs: ``path/to.db``, ``sqlite:///relative/path.db``, ``sqlite:////abs/path.db``, ``:memory:``,
@@ -16,6 +18,8 @@ URLs: ``path/to.db``, ``sqlite:///relative/path.db``, ``sqlite:////abs/path.db``
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import re
 import sqlite3
 from abc import ABC, abstractmethod
@@ -27,6 +31,8 @@ from typing import Any, Literal, Protocol
 
 import aiosqlite
 import asyncpg
+
+log = logging.getLogger(__name__)
 
 Dialect = Literal["sqlite", "postgresql"]
 Params = Sequence[Any]
@@ -109,13 +115,44 @@ _SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o")
 class SqliteDatabase(Database):
     dialect: Dialect = "sqlite"
 
-    def __init__(self, url: str, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self,
+        url: str,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        checkpointer: aiosqlite.Connection | None = None,
+    ) -> None:
         self.url = url
         self._writer = _SqliteExecutor(writer)
         self._reader = _SqliteExecutor(reader)
         self._writer_conn = writer
         self._reader_conn = reader
         self._write_lock = asyncio.Lock()
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        if checkpointer is not None:
+            self._checkpoint_task = asyncio.get_running_loop().create_task(
+                self._checkpoint_loop(checkpointer), name="sqlite-checkpoint"
+            )
+
+    @staticmethod
+    async def _checkpoint_loop(conn: aiosqlite.Connection) -> None:
+        """Copies committed WAL pages into the database file off the writer's path.
+
+        With SQLite's automatic checkpoint the COMMIT that crosses the threshold copies the
+        pages itself, stalling the writer (a burst of call events over many calls dirties many
+        index pages). A PASSIVE checkpoint on its own connection and thread runs beside the
+        writer and never blocks it; ``wal_autocheckpoint`` stays on as a backstop should this
+        loop fall behind. Another process checkpointing at the same time is not an error.
+        """
+        try:
+            while True:
+                await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+                try:
+                    await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.OperationalError as exc:  # busy: another checkpoint is running
+                    log.debug("WAL checkpoint skipped: %s", exc)
+        finally:
+            await conn.close()
 
     async def execute(self, sql: str, params: Params = ()) -> None:
         async with self._write_lock:
@@ -152,6 +189,10 @@ class SqliteDatabase(Database):
         return False
 
     async def close(self) -> None:
+        if self._checkpoint_task is not None:
+            self._checkpoint_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoint_task
         await self._reader_conn.close()
         await self._writer_conn.close()
 
@@ -165,6 +206,11 @@ def sqlite_path(url: str) -> str:
     return url
 
 
+CHECKPOINT_INTERVAL_S = 0.5
+WAL_AUTOCHECKPOINT_PAGES = 20_000
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+
+
 async def _sqlite_connect(path: str, busy_timeout_ms: int) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=None)
     conn.row_factory = sqlite3.Row
@@ -176,6 +222,10 @@ async def _sqlite_connect(path: str, busy_timeout_ms: int) -> aiosqlite.Connecti
         "PRAGMA synchronous=NORMAL",
         "PRAGMA temp_store=MEMORY",
         "PRAGMA cache_size=-16000",
+        # Backstop only: the background checkpointer keeps the WAL far below this (pages of 4 KiB).
+        f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}",
+        # Once checkpointed, a WAL file grown by a burst is truncated back to this size.
+        f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}",
     ):
         await conn.execute(pragma)
     return conn
@@ -190,7 +240,8 @@ async def open_sqlite(url: str, *, busy_timeout_ms: int = 5000) -> SqliteDatabas
     reader = writer if path == ":memory:" else await _sqlite_connect(path, busy_timeout_ms)
     if reader is not writer:
         await reader.execute("PRAGMA query_only=ON")
-    return SqliteDatabase(url, writer, reader)
+    checkpointer = None if path == ":memory:" else await _sqlite_connect(path, busy_timeout_ms)
+    return SqliteDatabase(url, writer, reader, checkpointer)
 
 
 # ---------------------------------------------------------------- PostgreSQL

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import logging
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import storage.db
 from storage.cli import register
 from storage.db import Database, open_database, sqlite_path, to_postgres_placeholders
 from storage.ids import new_id, now_s
@@ -91,6 +93,25 @@ async def test_sqlite_pragmas(tmp_path: Path) -> None:
         row = await db.fetchone(f"PRAGMA {pragma}")
         assert row is not None and row[0] == expected, pragma
     await db.close()
+
+
+async def test_sqlite_wal_is_checkpointed_in_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Committed pages reach the database file without a writer commit crossing the threshold."""
+    monkeypatch.setattr(storage.db, "CHECKPOINT_INTERVAL_S", 0.02)
+    path = tmp_path / "c.db"
+    db = await open_database(str(path))
+    async with db.transaction() as tx:
+        await tx.execute("CREATE TABLE t (x TEXT)")
+        await tx.executemany("INSERT INTO t VALUES (?)", [("x" * 500,) for _ in range(2000)])
+    # ~1 MB is far below wal_autocheckpoint: only the background checkpointer moves it.
+    for _ in range(100):
+        if path.stat().st_size > 1_000_000:
+            break
+        await asyncio.sleep(0.02)
+    assert path.stat().st_size > 1_000_000
+    await db.close()  # stops the checkpointer and closes its connection
 
 
 def main(argv: list[str]) -> int:
