@@ -61,14 +61,81 @@ def pcm16_to_l16be(data: bytes) -> bytes:
     return audioop.byteswap(data, 2)
 
 
-# Variable-rate mode selects libsoxr's "vr32" engine. Measured (python-soxr 1.1, 20 ms frames):
-# it emits output on every frame with a constant 15-30 ms lag, while the default FFT engines
-# (any quality) hold output back and release it in ~100 ms bursts (lag up to 115 ms), which
-# would add latency and jitter to every call. Its filter attenuates a tone just above the
-# target Nyquist (16k->8k, 4.1 kHz) by > 80 dB, with a flat passband to 3.4 kHz.
-# The ratio is fixed per instance, as the vr API requires for the maximum ratio.
-_SOXR_VARIABLE_RATE = True
+# Rates that differ by an integer factor (8k <-> 16k/24k/48k: every carrier <-> provider pair
+# but 22.05k/44.1k) go through a short polyphase FIR below; the rest through libsoxr.
+#
+# Why not soxr for everything: fed 20 ms frames, soxr's streaming engines hold audio back. Its
+# variable-rate "vr32" engine withholds 10 ms (8k->16k) and 15 ms (16k->8k) of every frame, and
+# since the carrier gets whole 20 ms frames, a transcoded round trip (8k -> 16k -> provider ->
+# 8k) reached the caller 3 frames = 60 ms late (measured: `voicegw bench` (c) floor 61 ms). The
+# fixed-rate engines release output in ~100 ms bursts (any quality, minimum phase included). A
+# linear-phase FIR whose transition band sits between 3.4 kHz and the low rate's Nyquist delays
+# the signal by ~4 ms per direction and returns a full frame for every frame.
+_SOXR_VARIABLE_RATE = True  # soxr engine for the other ratios; see above
 _SOXR_QUALITY = "HQ"
+_FIR_STOPBAND_DB = 75.0  # at and above the low rate's Nyquist (4 kHz for 8k)
+_FIR_TRANSITION_HZ = 600.0  # pass band flat to Nyquist - 600 Hz (3.4 kHz for 8k: the phone band)
+
+
+def _lowpass_taps(high_rate: int, low_rate: int) -> np.ndarray:
+    """Kaiser-windowed sinc at ``high_rate`` cutting at the low rate's Nyquist minus half the
+    transition (standard Kaiser design formulas), unit DC gain, odd length (integer delay)."""
+    nyquist = low_rate / 2
+    cutoff = (nyquist - _FIR_TRANSITION_HZ / 2) / high_rate  # cycles per sample
+    width = 2 * np.pi * _FIR_TRANSITION_HZ / high_rate
+    n = int(np.ceil((_FIR_STOPBAND_DB - 7.95) / (2.285 * width))) | 1
+    beta = 0.1102 * (_FIR_STOPBAND_DB - 8.7)
+    m = np.arange(n) - (n - 1) / 2
+    taps = 2 * cutoff * np.sinc(2 * cutoff * m) * np.kaiser(n, beta)
+    return taps / taps.sum()
+
+
+class _IntegerRatioResampler:
+    """Streaming polyphase FIR for ``out = in * k`` or ``out = in / k`` with integer ``k``.
+
+    Keeps the last taps' worth of input between calls, so any chunking gives the same output, and
+    every input chunk yields its share of output at once (``n * k`` or ~``n / k`` samples). Each
+    polyphase branch is one ``np.convolve`` over the chunk: only the output samples that are kept
+    are computed.
+    """
+
+    __slots__ = ("_branches", "_down", "_history", "_phase", "_up")
+
+    def __init__(self, in_rate: int, out_rate: int) -> None:
+        taps = _lowpass_taps(max(in_rate, out_rate), min(in_rate, out_rate))
+        self._up = out_rate // in_rate if out_rate > in_rate else 1
+        self._down = in_rate // out_rate if in_rate > out_rate else 1
+        # Up by L: output k*L+p = sum_q x[k-q] * L*taps[q*L+p]  (zero-stuffing folded away).
+        # Down by M: output j = sum_q sum_r x[j*M-q*M-r] * taps[q*M+r]  (branch r sees every M-th input).
+        factor = max(self._up, self._down)
+        self._branches = [taps[r::factor] * self._up for r in range(factor)]
+        self._history = np.zeros(len(taps) - 1)
+        self._phase = 0  # input samples consumed, modulo ``down``: which ones are kept
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        history = self._history
+        extended = np.concatenate((history, x))
+        n = len(x)
+        if self._up > 1:
+            y = np.empty(n * self._up)
+            for p, branch in enumerate(self._branches):
+                y[p :: self._up] = np.convolve(extended[len(history) - len(branch) + 1 :], branch, "valid")
+        else:
+            m = self._down
+            first = (-self._phase) % m  # first kept input sample of this chunk
+            count = len(range(first, n, m))
+            y = np.zeros(count)
+            if count:
+                for r, branch in enumerate(self._branches):
+                    start = len(history) + first - r - (len(branch) - 1) * m
+                    y += np.convolve(extended[start :: m][: count + len(branch) - 1], branch, "valid")
+            self._phase = (self._phase + n) % m
+        self._history = extended[len(extended) - len(history) :]
+        return y
+
+    def reset(self) -> None:
+        self._history[:] = 0.0
+        self._phase = 0
 
 
 class StreamResampler:
@@ -78,28 +145,41 @@ class StreamResampler:
     empty output rather than send empty frames.
     """
 
-    __slots__ = ("_stream", "in_rate", "out_rate")
+    __slots__ = ("_fir", "_stream", "in_rate", "out_rate")
 
     def __init__(self, in_rate: int, out_rate: int) -> None:
         if in_rate <= 0 or out_rate <= 0:
             raise ValueError(f"sample rates must be positive, got {in_rate} -> {out_rate}")
         self.in_rate = in_rate
         self.out_rate = out_rate
-        self._stream = soxr.ResampleStream(
-            in_rate, out_rate, 1, dtype="int16", quality=_SOXR_QUALITY, vr=_SOXR_VARIABLE_RATE
-        )
+        self._fir: _IntegerRatioResampler | None = None
+        self._stream: soxr.ResampleStream | None = None
+        if max(in_rate, out_rate) % min(in_rate, out_rate) == 0:
+            self._fir = _IntegerRatioResampler(in_rate, out_rate)
+        else:
+            self._stream = soxr.ResampleStream(
+                in_rate, out_rate, 1, dtype="int16", quality=_SOXR_QUALITY, vr=_SOXR_VARIABLE_RATE
+            )
 
     def process(self, pcm: bytes) -> bytes:
         if len(pcm) % 2:
             raise ValueError(f"pcm16 needs an even number of bytes, got {len(pcm)}")
         if not pcm:
             return b""
-        out = self._stream.resample_chunk(np.frombuffer(pcm, dtype=np.int16))
-        return out.tobytes()
+        samples = np.frombuffer(pcm, dtype=np.int16)
+        if self._fir is None:
+            assert self._stream is not None
+            return self._stream.resample_chunk(samples).tobytes()
+        y = self._fir.process(samples)
+        return np.rint(y).clip(-32768, 32767).astype(np.int16).tobytes()
 
     def reset(self) -> None:
         """Forget filter history, e.g. after a barge-in or a provider switch."""
-        self._stream.clear()
+        if self._fir is not None:
+            self._fir.reset()
+        else:
+            assert self._stream is not None
+            self._stream.clear()
 
 
 _DECODERS = {"mulaw": ulaw_to_pcm16, "alaw": alaw_to_pcm16}

@@ -204,6 +204,26 @@ def test_resampler_keeps_real_time_cadence() -> None:
     assert sum(sizes) >= 49 * 320
 
 
+@pytest.mark.parametrize("provider_format", [PCM16_16000, PCM16_24000])
+def test_transcoded_round_trip_returns_audio_in_the_same_frame(provider_format: AudioFormat) -> None:
+    """Caller mu-law 8k -> provider PCM -> caller mu-law 8k, 20 ms frames: a tone onset comes back
+    in the frame it was sent in, under 10 ms later (soxr's streaming engine took 3 frames)."""
+    to_provider, to_carrier = Transcoder(MULAW_8000, provider_format), Transcoder(provider_format, MULAW_8000)
+    signal = np.zeros(8000, dtype=np.int16)
+    onset = 4000  # a frame boundary
+    signal[onset : onset + 320] = tone(1000, 8000, 0.04, 8000)
+    sent = pcm16_to_ulaw(pcm(signal))
+    back = bytearray()
+    for i in range(0, len(sent), 160):
+        provider_audio = to_provider.convert(Audio(MULAW_8000, raw=sent[i : i + 160]))
+        assert provider_audio is not None and provider_audio.nbytes == provider_format.bytes_for_ms(20)
+        returned = to_carrier.convert(provider_audio)
+        assert returned is not None and returned.nbytes == 160  # one whole frame out per frame in
+        back += returned.raw
+    heard = np.nonzero(np.abs(samples(ulaw_to_pcm16(bytes(back)))) > 3000)[0][0]
+    assert 0 <= heard - onset < 80  # 10 ms at 8 kHz
+
+
 def test_reset_forgets_history() -> None:
     resampler = StreamResampler(16000, 8000)
     resampler.process(pcm(tone(1000, 16000, 0.1, 30000)))
