@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.carriers.base import CLOSE_START_TIMEOUT
 from gateway.config import Settings
 from gateway.metrics import GatewayStats
-from gateway.recorder import CallRecorder
+from gateway.recorder import CallRecorder, replay_spill_files
 from storage.billing import bill_recovered_calls
 from storage.db import Database, open_database
 from storage.migrate import migrate
@@ -68,7 +68,11 @@ class GatewayContext:
     def __post_init__(self) -> None:
         from gateway.selection import ProviderSelector
 
-        self.recorder = CallRecorder(self.writer)
+        self.recorder = CallRecorder(
+            self.writer,
+            spill_dir=self.settings.var_dir / "spill",
+            max_backlog=self.settings.recorder_backlog,
+        )
         self.no_live_calls.set()
         self.selector = ProviderSelector(self)
 
@@ -153,6 +157,8 @@ async def open_context(
 
         await provision_demo(db, box)
     if recover_calls:
+        # Rows a dead process spilled come first: recovery dates a crashed call by its last event.
+        await replay_spill_files(db, settings.var_dir / "spill")
         now = int(time.time())
         if db.dialect == "postgresql":
             stale = int(settings.max_call_s) + 60

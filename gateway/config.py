@@ -95,6 +95,11 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
     ("VOICEGW_PROBE_SECONDS", "0", "Active provider probe interval (0 = off)"),
     ("VOICEGW_WRITER_FLUSH_MS", "5", "Writer flush interval"),
     ("VOICEGW_WRITER_BATCH", "2000", "Writer rows per transaction at most"),
+    (
+        "VOICEGW_RECORDER_BACKLOG",
+        "50000",
+        "Call rows held in memory while the database lags; beyond it they spill to `var/spill/`",
+    ),
     ("VOICEGW_LOG_LEVEL", "INFO", "Python log level"),
 )
 
@@ -135,6 +140,7 @@ class Settings:
     probe_s: float = 0.0
     writer_flush_ms: float = 5.0
     writer_batch: int = 2000
+    recorder_backlog: int = 50_000
     log_level: str = "INFO"
     var_dir: Path = Path("var")
 
@@ -172,6 +178,7 @@ class Settings:
             probe_s=float(_env(env, "VOICEGW_PROBE_SECONDS")),
             writer_flush_ms=float(_env(env, "VOICEGW_WRITER_FLUSH_MS")),
             writer_batch=int(_env(env, "VOICEGW_WRITER_BATCH")),
+            recorder_backlog=int(_env(env, "VOICEGW_RECORDER_BACKLOG")),
             log_level=_env(env, "VOICEGW_LOG_LEVEL"),
         )
         if token_secret:
