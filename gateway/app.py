@@ -17,7 +17,7 @@ from gateway.carriers.base import CLOSE_START_TIMEOUT
 from gateway.config import Settings
 from gateway.metrics import GatewayStats
 from gateway.recorder import CallRecorder, replay_spill_files
-from storage.billing import bill_recovered_calls
+from storage.billing import bill_failed_calls, bill_recovered_calls
 from storage.db import Database, open_database
 from storage.migrate import migrate
 from storage.recovery import recover
@@ -167,7 +167,7 @@ async def open_context(
             recovered = await recover(db, now)
         if recovered:
             log.warning("recovered %d call(s) left open by a previous crash", len(recovered))
-        billed = await bill_recovered_calls(db, now)
+        billed = await bill_recovered_calls(db, now) + await bill_failed_calls(db, now)
         if billed:
             log.warning("billed %d recovered call(s)", billed)
     writer = Writer(db, flush_interval_s=settings.writer_flush_ms / 1000, max_batch=settings.writer_batch)

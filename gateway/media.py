@@ -36,7 +36,7 @@ from gateway.carriers.twilio import TwilioStream
 from gateway.security import TokenError, verify_stream_token
 from gateway.session import CallSession
 from providers.base import MULAW_8000, Audio, AudioFormat
-from storage.billing import BillableCall, bill_call
+from storage.billing import BILLING_FAILED_EVENT, BillableCall, bill_call
 from storage.calls import claim_call, finish_call_stmt
 from storage.ids import now_s
 
@@ -312,8 +312,9 @@ async def _finalize(ctx: GatewayContext, session: CallSession, call_id: str) -> 
                 log.exception("call %s: billing failed (attempt %d)", call_id, attempt + 1)
                 await asyncio.sleep(0.2 * (attempt + 1))
         else:
-            # cost_total stays NULL and the event says so: `voicegw billing` sweeps can find it.
-            ctx.recorder.event(call_id, "billing_failed", {"attempts": 3})
+            # cost_total stays NULL and the event says so: the next start (or `voicegw billing
+            # bill-recovered`) bills it from the `ended` event (storage.billing.bill_failed_calls).
+            ctx.recorder.event(call_id, BILLING_FAILED_EVENT, {"attempts": 3})
     ctx.recorder.statement(
         finish_call_stmt(
             call_id,

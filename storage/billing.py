@@ -21,14 +21,18 @@
 - ``bill_recovered_calls(db, now_s)`` — after ``storage.recovery.recover``: bills the calls it
   closed, from their recorded start and last event (minutes only: usage facts died with the
   process).
+- ``bill_failed_calls(db, now_s)`` — bills calls whose billing failed at their end
+  (``billing_failed`` event), with the usage facts of their ``ended`` event.
 - ``close_periods`` and ``billing_report`` are re-exported from their modules.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
+
+import orjson
 
 from storage.billing_periods import (
     BillingWorkspace,
@@ -63,6 +67,7 @@ __all__ = [
     "ReportRow",
     "UnknownCall",
     "bill_call",
+    "bill_failed_calls",
     "bill_recovered_calls",
     "billing_report",
     "check_call_allowed",
@@ -304,6 +309,43 @@ def _recovered_billable(row: Row) -> BillableCall:
         call_id=row["id"], workspace_id=row["workspace_id"], provider=row["voice_provider_used"],
         started_at=start, ended_at=end, duration_seconds=seconds, usage={},
     )
+
+
+BILLING_FAILED_EVENT = "billing_failed"  # the gateway gave up billing a call at its end
+_UNBILLED_FAILED = """
+SELECT c.id, c.workspace_id, c.voice_provider_used, c.started_at, c.ended_at, c.duration_seconds,
+  (SELECT e.event_data FROM call_events e
+   WHERE e.call_id = c.id AND e.event_type = 'ended' ORDER BY e.id DESC LIMIT 1) AS ended_data
+FROM calls c
+WHERE EXISTS (SELECT 1 FROM call_events e WHERE e.call_id = c.id AND e.event_type = ?)
+  AND NOT EXISTS (SELECT 1 FROM usage_records u WHERE u.call_id = c.id)
+ORDER BY c.ended_at, c.id
+"""
+
+
+def _failed_billable(row: Row) -> BillableCall:
+    """The call as the gateway would have billed it: usage from its ``ended`` event when there."""
+    call = _recovered_billable(row)
+    ended = orjson.loads(row["ended_data"]) if row["ended_data"] else {}
+    usage = ended.get("usage") if isinstance(ended, dict) else None
+    if not isinstance(usage, dict):
+        return call
+    return replace(call, usage={k: float(v) for k, v in usage.items() if isinstance(v, int | float)})
+
+
+async def bill_failed_calls(db: Database, now_s: int) -> int:
+    """Bills calls whose billing failed when they ended (``billing_failed`` event, no usage rows).
+
+    Run at start-up and by ``voicegw billing bill-recovered``; idempotent like ``bill_call``.
+    """
+    rows = await db.fetchall(_UNBILLED_FAILED, (BILLING_FAILED_EVENT,))
+    billed = 0
+    for row in rows:
+        result = await bill_call(db, _failed_billable(row), now_s=now_s)
+        billed += not result.already_billed
+    if billed:
+        log.warning("billed %d call(s) whose billing had failed when they ended", billed)
+    return billed
 
 
 async def bill_recovered_calls(db: Database, now_s: int) -> int:

@@ -1,7 +1,8 @@
 """``voicegw billing close-periods|bill-recovered|report``.
 
 ``close-periods`` is the monthly cron job (safe to run hourly: idempotent); ``bill-recovered``
-bills calls ``voicegw db recover`` closed; ``report`` prints one line per workspace and period.
+bills calls ``voicegw db recover`` closed and calls whose billing failed when they ended;
+``report`` prints one line per workspace and period.
 The database URL comes from ``--db``, else ``VOICEGW_DB``, else ``var/voicegw.db``.
 """
 
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from decimal import Decimal
 
-from storage.billing import bill_recovered_calls, billing_report, close_periods
+from storage.billing import bill_failed_calls, bill_recovered_calls, billing_report, close_periods
 from storage.billing_report import ReportRow
 from storage.cli import default_db_url
 from storage.db import open_database
@@ -66,9 +67,11 @@ async def _bill_recovered(url: str, at_s: int) -> int:
     try:
         await migrate(db)
         billed = await bill_recovered_calls(db, at_s)
+        rebilled = await bill_failed_calls(db, at_s)
     finally:
         await db.close()
     print(f"{billed} recovered call(s) billed")
+    print(f"{rebilled} call(s) whose billing had failed billed")
     return 0
 
 
@@ -103,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     billing = sub.add_parser("billing", help="usage billing: close periods, bill recovered calls, report")
     billing_sub = billing.add_subparsers(dest="billing_command", required=True)
     for name, text in (("close-periods", "finalize ended billing periods and open the next ones"),
-                       ("bill-recovered", "bill calls closed by crash recovery"),
+                       ("bill-recovered", "bill calls closed by crash recovery or whose billing failed"),
                        ("report", "per-workspace usage, cost, markup, total and limit use")):
         p = billing_sub.add_parser(name, help=text)
         p.add_argument("--db", default=default_db_url(), help=db_help)

@@ -41,7 +41,7 @@ _SET_STATUS = "UPDATE calls SET status = ? WHERE id = ?"
 _SET_PROVIDER = "UPDATE calls SET voice_provider_used = ? WHERE id = ?"
 _FINISH_CALL = (
     "UPDATE calls SET status = ?, duration_seconds = ?, ended_at = ?, voice_provider_used = ?,"
-    " transcription = ?, cost_total = ? WHERE id = ?"
+    " transcription = ?, cost_total = COALESCE(?, cost_total) WHERE id = ?"
 )
 
 
@@ -111,7 +111,11 @@ def finish_call_stmt(
     transcription: str | None,
     cost_total: float | None,
 ) -> Statement:
-    """Closes a call: final status, duration, provider actually used, transcript and cost."""
+    """Closes a call: final status, duration, provider actually used, transcript and cost.
+
+    A ``cost_total`` of None keeps what is there: billing may have set it already (a re-bill
+    racing this row through the writer), and "unknown" must not erase it.
+    """
     if status not in CALL_STATUSES:
         raise ValueError(f"status must be one of {','.join(CALL_STATUSES)}")
     return Statement(

@@ -1,11 +1,19 @@
-"""Billing the calls a crash left open: recover() closes them, bill_recovered_calls bills them."""
+"""Billing the calls a crash left open (recover() closes them, bill_recovered_calls bills them) and
+the calls whose billing failed when they ended (bill_failed_calls)."""
 
 from __future__ import annotations
 
 import asyncio
 from decimal import Decimal as D
 
-from storage.billing import BillableCall, bill_call, bill_recovered_calls
+from storage import calls
+from storage.billing import (
+    BILLING_FAILED_EVENT,
+    BillableCall,
+    bill_call,
+    bill_failed_calls,
+    bill_recovered_calls,
+)
 from storage.db import Database
 from storage.recovery import recover
 from tests.storage.billing_fixtures import (
@@ -60,3 +68,28 @@ async def test_recovery_billing_races_a_late_flush_safely(db: Database) -> None:
     assert billed + (not result.already_billed) == 1
     [period] = await periods(db, tenant.workspace_id)
     assert period.subtotal == D("0.12")
+
+
+async def test_calls_whose_billing_failed_are_billed_from_their_ended_event(db: Database) -> None:
+    await set_platform_provider(db, "acme", 0.10)
+    tenant = await make_workspace(db, tier="starter")
+    call_id = await make_call(db, tenant, started_at=T0, status="completed")
+    finish = calls.finish_call_stmt(call_id, "completed", 120, T0 + 120, "acme", None, None)
+    ended = calls.insert_event_stmt(
+        call_id, "ended", {"duration_seconds": 120, "provider": "acme", "usage": {"audio_in_ms": 120000.0}},
+        T0 + 120)
+    failed = calls.insert_event_stmt(call_id, BILLING_FAILED_EVENT, {"attempts": 3}, T0 + 121)
+    for stmt in (finish, ended, failed):
+        await db.execute(stmt.sql, stmt.params)
+    billed_elsewhere = await make_call(db, tenant, started_at=T0, status="completed")
+
+    assert await bill_failed_calls(db, RESTART) == 1
+    assert await usage_rows(db, call_id) == {
+        "call_minutes": (D("2"), D("0.1"), D("0.2"), D("20"), D("0.24")),
+    }
+    assert await usage_rows(db, billed_elsewhere) == {}
+    # The writer may flush the call's closing row (cost unknown) after the re-bill: it keeps the cost.
+    await db.execute(finish.sql, finish.params)
+    row = await db.fetchone("SELECT cost_total FROM calls WHERE id = ?", (call_id,))
+    assert row is not None and dec(row[0]) == D("0.24")
+    assert await bill_failed_calls(db, RESTART + 60) == 0  # idempotent
