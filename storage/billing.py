@@ -339,13 +339,8 @@ async def bill_failed_calls(db: Database, now_s: int) -> int:
     Run at start-up and by ``voicegw billing bill-recovered``; idempotent like ``bill_call``.
     """
     rows = await db.fetchall(_UNBILLED_FAILED, (BILLING_FAILED_EVENT,))
-    billed = 0
-    for row in rows:
-        result = await bill_call(db, _failed_billable(row), now_s=now_s)
-        billed += not result.already_billed
-    if billed:
-        log.warning("billed %d call(s) whose billing had failed when they ended", billed)
-    return billed
+    return await _bill_each(db, [_failed_billable(r) for r in rows], now_s,
+                            "billed %d call(s) whose billing had failed when they ended")
 
 
 async def bill_recovered_calls(db: Database, now_s: int) -> int:
@@ -354,10 +349,15 @@ async def bill_recovered_calls(db: Database, now_s: int) -> int:
     Safe to run again, and concurrently with a late ``bill_call`` for the same call.
     """
     rows = await db.fetchall(_UNBILLED_RECOVERED, (RECOVERED_STATUS, RECOVERED_EVENT))
+    return await _bill_each(db, [_recovered_billable(r) for r in rows], now_s,
+                            "billed %d call(s) recovered after a crash")
+
+
+async def _bill_each(db: Database, billable: list[BillableCall], now_s: int, message: str) -> int:
     billed = 0
-    for row in rows:
-        result = await bill_call(db, _recovered_billable(row), now_s=now_s)
+    for call in billable:
+        result = await bill_call(db, call, now_s=now_s)
         billed += not result.already_billed
     if billed:
-        log.warning("billed %d call(s) recovered after a crash", billed)
+        log.warning(message, billed)
     return billed

@@ -13,12 +13,12 @@ import pytest
 from gateway.recorder import CallRecorder, replay_spill_files
 from storage import calls
 from storage.db import Database, open_database
-from storage.ids import new_id
 from storage.migrate import migrate
 from storage.provision import provision_demo
 from storage.secrets import SecretBox
 from storage.tenancy import resolve_number
 from storage.writer import Writer
+from tests.storage.test_writer import open_calls
 
 NOW = 1_800_000_000
 
@@ -34,13 +34,8 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 async def open_call(db: Database) -> str:
     route = await resolve_number(db, "+15550001111")
-    assert route is not None and route.agent is not None
-    call_id = new_id()
-    stmt = calls.insert_call_stmt(
-        call_id=call_id, workspace_id=route.workspace.id, agent_id=route.agent.id,
-        phone_number_id=route.number.id, caller_number="+15551230000", direction="inbound",
-        status="in-progress", voice_provider_used="echo", started_at=NOW)
-    await db.execute(stmt.sql, stmt.params)
+    assert route is not None
+    [call_id] = await open_calls(db, route, 1)
     return call_id
 
 
