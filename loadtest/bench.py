@@ -137,6 +137,7 @@ class BenchOptions:
     profile_calls: int = 100
     webhook_s: float = 10.0
     date: str = field(default_factory=lambda: dt.date.today().isoformat())
+    name: str | None = None  # results file stem (default: the date)
 
     @classmethod
     def quick_mode(cls, **overrides: Any) -> BenchOptions:
@@ -762,6 +763,7 @@ def assemble(
         }
     return {
         "date": opts.date,
+        "name": opts.name or opts.date,
         "started_at": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds"),
         "finished_at": finished_at,
         "machine": machine | {"load_average_after": load_after},

@@ -251,14 +251,15 @@ def write_plots(doc: dict[str, Any], directory: Path) -> list[Path]:
 
 
 def write_results(doc: dict[str, Any], out: Path, plots: bool = True) -> Path:
-    """Writes ``<date>.json``, the plots and ``<date>.md`` into ``out``; returns the Markdown path."""
+    """Writes ``<name>.json``, the plots (in ``<name>/``) and ``<name>.md`` into ``out`` (``name``
+    defaults to the date); returns the Markdown path."""
     out.mkdir(parents=True, exist_ok=True)
-    date = doc["date"]
-    (out / f"{date}.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    stem = doc.get("name") or doc["date"]
+    (out / f"{stem}.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
     plots_dir = None
     if plots:
-        write_plots(doc, out / date)
-        plots_dir = date
-    md = out / f"{date}.md"
+        write_plots(doc, out / stem)
+        plots_dir = stem
+    md = out / f"{stem}.md"
     md.write_text(render_markdown(doc, plots_dir), encoding="utf-8")
     return md

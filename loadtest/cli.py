@@ -120,6 +120,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             "duration_s": args.duration,
             "runs": args.runs,
             "out": Path(args.out),
+            "name": args.name,
             "only": tuple(args.only.split(",")) if args.only else (),
             "profile": False if args.no_profile else None,
         }.items()
@@ -156,6 +157,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--duration", type=float, help="seconds each step is held at full load (default 10)")
     b.add_argument("--runs", type=int, help="runs per scenario; figures are medians (default 3)")
     b.add_argument("--out", default="bench/results", help="results directory (default bench/results)")
+    b.add_argument("--name", help="results file name, without extension (default: the date)")
     b.add_argument("--only", help="comma-separated scenarios: baseline,a,b,c,d (default: all)")
     b.add_argument("--no-profile", action="store_true", help="skip the py-spy hot-spot pass on (a) and (b)")
     b.add_argument(
