@@ -80,7 +80,9 @@ class CallRecorder:
         )
         self._spill_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self._spill_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._spill = os.fdopen(fd, "ab")
+        # Unbuffered: each row is one append that lands whole, and nothing waits in a buffer that
+        # a worker's os._exit would drop.
+        self._spill = os.fdopen(fd, "ab", buffering=0)
         self._write_spill(stmt)
 
     def _write_spill(self, stmt: Statement) -> None:
@@ -91,7 +93,7 @@ class CallRecorder:
             log.error("call row with a non-JSON parameter kept in memory: %s", stmt.sql[:60])
             self._backlog.append(stmt)
             return
-        # A buffered append (a few hundred bytes, flushed per 8 KiB): no await, no fsync.
+        # One write() of a few hundred bytes to the page cache: no await, no fsync.
         self._spill.write(line)
         self.spilled += 1
 
@@ -110,12 +112,10 @@ class CallRecorder:
         source = await asyncio.to_thread(open, path, "rb")
         try:
             while True:
-                spill.flush()
                 lines = await asyncio.to_thread(source.readlines, _REPLAY_CHUNK * 300)
                 if lines and not lines[-1].endswith(b"\n"):  # an append still being written
                     source.seek(-len(lines.pop()), os.SEEK_CUR)
                 if not lines:
-                    spill.flush()
                     if os.fstat(spill.fileno()).st_size > source.tell():
                         continue  # appended while we read
                     break  # no await since that check: nothing can be appended before the close
