@@ -167,9 +167,8 @@ async def open_context(
             recovered = await recover(db, now)
         if recovered:
             log.warning("recovered %d call(s) left open by a previous crash", len(recovered))
-        billed = await bill_recovered_calls(db, now) + await bill_failed_calls(db, now)
-        if billed:
-            log.warning("billed %d recovered call(s)", billed)
+        await bill_recovered_calls(db, now)  # each logs what it billed
+        await bill_failed_calls(db, now)
     writer = Writer(db, flush_interval_s=settings.writer_flush_ms / 1000, max_batch=settings.writer_batch)
     await writer.start()
     # One provider WebSocket per live call: aiohttp's default pool (100 connections) would make
