@@ -29,15 +29,14 @@ from storage.writer import Statement, Writer, WriterFull
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BACKLOG = 50_000  # rows held in memory behind a full writer (~10-20 MB)
 _REPLAY_CHUNK = 500  # spilled rows read and handed to the writer at a time
 _REPLAYABLE = ("INSERT INTO ", "UPDATE ")  # what a spill file may contain
 
 
 class CallRecorder:
-    def __init__(
-        self, writer: Writer, *, spill_dir: Path | None = None, max_backlog: int = DEFAULT_MAX_BACKLOG
-    ) -> None:
+    def __init__(self, writer: Writer, *, spill_dir: Path | None, max_backlog: int) -> None:
+        """``max_backlog``: rows held in memory behind a full writer (``VOICEGW_RECORDER_BACKLOG``);
+        ``spill_dir`` None keeps them all in memory instead."""
         self.writer = writer
         self._backlog: deque[Statement] = deque()
         self._max_backlog = max_backlog
@@ -89,7 +88,8 @@ class CallRecorder:
         assert self._spill is not None
         try:
             line = orjson.dumps([stmt.sql, stmt.params]) + b"\n"
-        except TypeError:  # a parameter JSON cannot carry: keep it in memory rather than lose it
+        except TypeError:  # a parameter JSON cannot carry: kept in memory (written ahead of the
+            # spilled rows, out of order) rather than lost
             log.error("call row with a non-JSON parameter kept in memory: %s", stmt.sql[:60])
             self._backlog.append(stmt)
             return
@@ -98,11 +98,14 @@ class CallRecorder:
         self.spilled += 1
 
     async def _drain(self) -> None:
-        while self._backlog:
-            await self.writer.put(self._backlog[0])
-            self._backlog.popleft()
-        if self._spill is not None:
-            await self._replay_own_spill()
+        # Until both are empty: a row kept in memory while the spill file replays must not be
+        # left behind once the drainer thinks it is done.
+        while self._backlog or self._spill is not None:
+            while self._backlog:
+                await self.writer.put(self._backlog[0])
+                self._backlog.popleft()
+            if self._spill is not None:
+                await self._replay_own_spill()
 
     async def _replay_own_spill(self) -> None:
         """Feeds the spill file to the writer; new rows keep being appended behind until EOF."""
