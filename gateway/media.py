@@ -1,8 +1,9 @@
 """Carrier media WebSockets (``/twilio/media``, ``/telnyx/media``): the carrier reader loop.
 
-The handler's own task reads the carrier socket for the whole call; the sans-I/O stream codec
-turns each text frame into one typed event (one JSON parse), and the call session takes it from
-there. Bad input closes the socket with the codec's specific close code and one log line.
+The handler's own task reads the carrier socket (``MediaSocket``) for the whole call; the sans-I/O
+stream codec turns each text frame into one typed event (one JSON parse), and the call session
+takes it from there. Bad input closes the socket with the codec's specific close code (or RFC
+6455's, for broken framing) and one log line.
 When the call ends for any reason the ``calls`` row is closed and billed.
 """
 
@@ -14,7 +15,7 @@ import logging
 import time
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from gateway.app import CTX_KEY, GatewayContext, LiveCall, PendingSocket
 from gateway.carriers.base import (
@@ -33,8 +34,10 @@ from gateway.carriers.base import (
 from gateway.carriers.telnyx import TelnyxStream
 from gateway.carriers.telnyx_rest import hangup as telnyx_hangup
 from gateway.carriers.twilio import TwilioStream
+from gateway.media_socket import MediaSocket
 from gateway.security import TokenError, verify_stream_token
 from gateway.session import CallSession
+from gateway.ws_frames import OP_TEXT
 from providers.base import MULAW_8000, Audio, AudioFormat
 from storage.billing import BILLING_FAILED_EVENT, BillableCall, bill_call
 from storage.calls import claim_call, finish_call_stmt
@@ -48,30 +51,23 @@ class WsCarrierLink:
 
     out_format: AudioFormat = MULAW_8000  # Twilio always; Telnyx by our TeXML's bidirectionalCodec
 
-    def __init__(self, ctx: GatewayContext, ws: web.WebSocketResponse, codec: Any, carrier: str) -> None:
+    def __init__(self, ctx: GatewayContext, sock: MediaSocket, codec: Any, carrier: str) -> None:
         self.ctx = ctx
-        self.ws = ws
+        self.sock = sock
         self.codec = codec
         self.carrier = carrier
         self.call_control_id: str | None = None
 
-    # A carrier socket that is closing raises ConnectionResetError on send before ``closed`` is
-    # true. That is the caller leaving, not a provider fault: drop the message; the reader loop
-    # sees the close and ends the call.
+    # A send to a carrier that is leaving (or not reading) is dropped by the socket: that is the
+    # caller's side, not a provider fault; the reader loop sees the close and ends the call.
     async def send_media(self, audio: Audio) -> None:
-        if not self.ws.closed:
-            with contextlib.suppress(ConnectionError):
-                await self.ws.send_str(self.codec.media_message(audio))
+        self.sock.send_text(self.codec.media_message(audio))
 
     async def send_mark(self, name: str) -> None:
-        if not self.ws.closed:
-            with contextlib.suppress(ConnectionError):
-                await self.ws.send_str(self.codec.mark_message(name))
+        self.sock.send_text(self.codec.mark_message(name))
 
     async def send_clear(self) -> None:
-        if not self.ws.closed:
-            with contextlib.suppress(ConnectionError):
-                await self.ws.send_str(self.codec.clear_message())
+        self.sock.send_text(self.codec.clear_message())
 
     async def hangup(self, reason: str) -> None:
         """End the carrier leg. Twilio ends the call when we close the socket; Telnyx needs its REST
@@ -94,25 +90,21 @@ class WsCarrierLink:
         await self._close(reason)  # in case the REST call failed: never leave the socket open
 
     async def _close(self, reason: str) -> None:
-        if not self.ws.closed:
-            # Only the reason's category goes on the wire: provider error text stays in our rows.
-            with contextlib.suppress(ConnectionError):
-                await self.ws.close(code=1000, message=reason.split(":")[0].encode()[:120])
+        # Only the reason's category goes on the wire: provider error text stays in our rows.
+        await self.sock.close(1000, reason.split(":")[0])
 
 
-async def _handle(request: web.Request, carrier: str) -> web.WebSocketResponse:
+async def _handle(request: web.Request, carrier: str) -> web.StreamResponse:
     ctx = request.app[CTX_KEY]
     s = ctx.settings
-    ws = web.WebSocketResponse(max_msg_size=s.max_frame_bytes, autoping=True, compress=False)
-    await ws.prepare(request)
+    sock, response = await MediaSocket.accept(request, max_message_bytes=s.max_frame_bytes)
     codec: TwilioStream | TelnyxStream = TwilioStream() if carrier == "twilio" else TelnyxStream()
-    link = WsCarrierLink(ctx, ws, codec, carrier)
+    link = WsCarrierLink(ctx, sock, codec, carrier)
 
     async def close(code: int, reason: str) -> None:
-        if not ws.closed:
-            await ws.close(code=code, message=reason.encode()[:120])
+        await sock.close(code, reason)
 
-    key = id(ws)
+    key = id(sock)
     ctx.pending[key] = PendingSocket(time.monotonic(), close)
     session: CallSession | None = None
     call_id: str | None = None
@@ -120,7 +112,7 @@ async def _handle(request: web.Request, carrier: str) -> web.WebSocketResponse:
     window_start = time.monotonic()
     count = 0
     try:
-        async for msg in ws:
+        while (message := await sock.receive()) is not None:
             count += 1
             if count > limit:
                 now = time.monotonic()
@@ -129,13 +121,12 @@ async def _handle(request: web.Request, carrier: str) -> web.WebSocketResponse:
                     await close(CLOSE_FLOOD, "message flood")
                     break
                 window_start, count = now, 0
-            if msg.type is not WSMsgType.TEXT:
-                if msg.type is WSMsgType.BINARY:
-                    _violation(ctx, call_id, carrier, "binary_frame", "binary frames are not accepted")
-                    await close(CLOSE_BINARY_FRAME, "binary frames are not accepted")
+            if message[0] != OP_TEXT:
+                _violation(ctx, call_id, carrier, "binary_frame", "binary frames are not accepted", session)
+                await close(CLOSE_BINARY_FRAME, "binary frames are not accepted")
                 break
             try:
-                event = codec.receive(msg.data)
+                event = codec.receive(message[1])
             except ProtocolViolation as v:
                 _violation(ctx, call_id, carrier, v.reason, v.reason, session)
                 await close(v.close_code, v.reason)
@@ -165,24 +156,23 @@ async def _handle(request: web.Request, carrier: str) -> web.WebSocketResponse:
                 if call_id is not None:
                     data = {"code": event.code, "title": event.title, "detail": event.detail}
                     ctx.recorder.event(call_id, "carrier_error", data)
+        error = sock.protocol_error
+        if error is not None:  # broken framing: the socket already closed with RFC 6455's code
+            _violation(ctx, call_id, carrier, "websocket", f"websocket {error.reason}", session)
     finally:
         ctx.pending.pop(key, None)
         if session is not None and call_id is not None:
             # Shielded: aiohttp may cancel this handler when the socket drops, and the call row
             # must still be closed and billed.
-            await asyncio.shield(_close_call(ctx, ws, session, call_id))
-    return ws
+            await asyncio.shield(_close_call(ctx, sock, session, call_id))
+    return response
 
 
-async def _close_call(
-    ctx: GatewayContext, ws: web.WebSocketResponse, session: CallSession, call_id: str
-) -> None:
+async def _close_call(ctx: GatewayContext, sock: MediaSocket, session: CallSession, call_id: str) -> None:
     try:
         session.carrier_gone("carrier_closed")
         await session.wait_closed()
-        if not ws.closed:
-            with contextlib.suppress(ConnectionError):
-                await ws.close()
+        await sock.close()
         await _finalize(ctx, session, call_id)
     except Exception:
         log.exception("call %s: closing the call failed", call_id)
@@ -343,11 +333,11 @@ async def _finalize(ctx: GatewayContext, session: CallSession, call_id: str) -> 
     ctx.selector.forget(call_id)
 
 
-async def twilio_media(request: web.Request) -> web.WebSocketResponse:
+async def twilio_media(request: web.Request) -> web.StreamResponse:
     return await _handle(request, "twilio")
 
 
-async def telnyx_media(request: web.Request) -> web.WebSocketResponse:
+async def telnyx_media(request: web.Request) -> web.StreamResponse:
     return await _handle(request, "telnyx")
 
 

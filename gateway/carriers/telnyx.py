@@ -78,7 +78,7 @@ class TelnyxStream(StreamLifecycle):
 
     # -- inbound ---------------------------------------------------------------------------
 
-    def receive(self, text: str) -> CarrierEvent:
+    def receive(self, text: str | bytes) -> CarrierEvent:
         try:
             msg = orjson.loads(text)
         except orjson.JSONDecodeError:

@@ -51,7 +51,7 @@ class TwilioStream(StreamLifecycle):
 
     # -- inbound ---------------------------------------------------------------------------
 
-    def receive(self, text: str) -> CarrierEvent:
+    def receive(self, text: str | bytes) -> CarrierEvent:
         try:
             msg = orjson.loads(text)
         except orjson.JSONDecodeError:

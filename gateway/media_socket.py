@@ -1,0 +1,201 @@
+"""The carrier's media WebSocket: accepted on aiohttp's request, then framed by ``ws_frames``.
+
+aiohttp still owns the connection: it parsed the upgrade request, it keeps the connection in its
+registry, and it closes it after the handler returns. After our ``101`` it hands every later byte
+to ``MediaSocket.feed_data`` (its payload-parser hook, the one its own ``WebSocketResponse``
+uses), which parses in place and queues whole messages for the handler's single reader task.
+Sends write the frame straight to the transport: no task, no future, no lock per frame.
+
+Bounded both ways: more than ``max_queued`` unread messages pause reading from the socket (TCP
+pushes back on the carrier); a carrier that stops reading gets media dropped (counted) once
+``max_unsent_bytes`` wait in the kernel-side buffer, because audio later than real time is noise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+
+from aiohttp import web
+from websockets.utils import accept_key
+
+from gateway.ws_frames import (
+    CLOSE_ABNORMAL,
+    CLOSE_NORMAL,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameError,
+    FrameParser,
+    close_payload,
+    encode_frame,
+    parse_close,
+)
+
+log = logging.getLogger(__name__)
+
+CLOSE_WAIT_S = 1.0  # how long our close waits for the carrier's close frame before dropping TCP
+
+
+class MediaSocket:
+    """One accepted WebSocket. ``receive()`` yields ``(opcode, payload)`` of data messages until the
+    socket closes, then None; ``close_code`` and ``protocol_error`` say why it closed."""
+
+    def __init__(
+        self, transport: asyncio.Transport, *, max_message_bytes: int, max_queued: int, max_unsent_bytes: int
+    ) -> None:
+        self._transport = transport
+        self._parser = FrameParser(from_client=True, max_message_bytes=max_message_bytes)
+        self._queue: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._max_queued = max_queued
+        self._max_unsent = max_unsent_bytes
+        self._reading_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._close_sent = False
+        self._close_received: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed = False  # no more messages will be read (close frame, error or dropped TCP)
+        self.close_code: int | None = None
+        self.protocol_error: FrameError | None = None
+        self.dropped_sends = 0
+
+    @classmethod
+    async def accept(
+        cls,
+        request: web.Request,
+        *,
+        max_message_bytes: int,
+        max_queued: int = 500,
+        max_unsent_bytes: int = 256 * 1024,
+    ) -> tuple[MediaSocket, web.StreamResponse]:
+        """Answer the upgrade; raises ``HTTPBadRequest`` for a request that is not a valid one.
+
+        The returned response must be what the handler returns, so aiohttp finishes the exchange.
+        """
+        if not web.WebSocketResponse().can_prepare(request).ok:  # aiohttp's own header checks
+            raise web.HTTPBadRequest(text="expected a WebSocket upgrade (RFC 6455, version 13)")
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("the carrier left during the upgrade")
+        response = web.StreamResponse(
+            status=101,
+            headers={
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Accept": accept_key(request.headers["Sec-WebSocket-Key"]),
+            },
+        )
+        await response.prepare(request)
+        sock = cls(
+            transport,
+            max_message_bytes=max_message_bytes,
+            max_queued=max_queued,
+            max_unsent_bytes=max_unsent_bytes,
+        )
+        # From here aiohttp passes every byte of the connection to feed_data (bytes that came
+        # early were kept by aiohttp and are fed now), and closes the connection after the handler.
+        request.protocol.set_parser(sock)  # type: ignore[arg-type]  # duck-typed like its WebSocketReader
+        request.protocol.keep_alive(False)
+        return sock, response
+
+    # ------------------------------------------------------------------ aiohttp's parser hook
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        """Bytes from the connection. Returns ``(eof, tail)`` as aiohttp's hook expects; eof stops
+        aiohttp from passing more (after a close frame or an error)."""
+        if self.closed:
+            return True, b""
+        try:
+            messages = self._parser.feed(data)
+        except FrameError as exc:
+            self.protocol_error = exc
+            self._send_close(exc.close_code, exc.reason)
+            self._set_closed(exc.close_code)
+            return True, b""
+        queue = self._queue
+        for message in messages:
+            opcode = message[0]
+            if opcode <= OP_TEXT + 1:  # text or binary
+                queue.append(message)
+            elif opcode == OP_PING:
+                self._write(encode_frame(OP_PONG, message[1]))
+            elif opcode == OP_CLOSE:
+                try:
+                    code, _ = parse_close(message[1])
+                except FrameError as exc:
+                    self.protocol_error = exc
+                    code = exc.close_code
+                self._send_close(CLOSE_NORMAL if self.protocol_error is None else code)  # the reply
+                self._set_closed(code)
+                if not self._close_received.done():
+                    self._close_received.set_result(None)
+                return True, b""
+        if len(queue) >= self._max_queued and not self._reading_paused:
+            self._reading_paused = True
+            self._transport.pause_reading()
+        self._wake()
+        return False, b""
+
+    def feed_eof(self) -> None:
+        """The connection is gone (aiohttp's ``connection_lost``)."""
+        self._set_closed(CLOSE_ABNORMAL)
+        if not self._close_received.done():
+            self._close_received.set_result(None)
+
+    # ------------------------------------------------------------------ the handler's side
+    async def receive(self) -> tuple[int, bytes] | None:
+        queue = self._queue
+        while not queue:
+            if self.closed:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        message = queue.popleft()
+        if self._reading_paused and len(queue) <= self._max_queued // 2:
+            self._reading_paused = False
+            if not self.closed:
+                self._transport.resume_reading()
+        return message
+
+    def send_text(self, text: str | bytes) -> bool:
+        """Queue one text message for the carrier; False (and counted) when it cannot be sent now."""
+        transport = self._transport
+        if self._close_sent or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() > self._max_unsent:
+            self.dropped_sends += 1
+            return False
+        transport.write(encode_frame(OP_TEXT, text.encode() if isinstance(text, str) else text))
+        return True
+
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Send our close frame and wait (briefly) for the carrier's; aiohttp drops TCP afterwards."""
+        self._send_close(code, reason)
+        self._set_closed(self.close_code or code)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._close_received), CLOSE_WAIT_S)
+
+    # ------------------------------------------------------------------ internals
+    def _send_close(self, code: int, reason: str = "") -> None:
+        if not self._close_sent:
+            self._close_sent = True
+            self._write(encode_frame(OP_CLOSE, close_payload(code, reason)))
+
+    def _write(self, frame: bytes) -> None:
+        if not self._transport.is_closing():
+            self._transport.write(frame)
+
+    def _set_closed(self, code: int) -> None:
+        if not self.closed:
+            self.closed = True
+            self.close_code = code
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

@@ -1,0 +1,172 @@
+"""RFC 6455 framing, sans-I/O: bytes in → whole messages out, and the bytes of frames to send.
+
+Why voicegw frames its carrier media sockets itself: a call is 50 small text frames a second each
+way, and aiohttp's ``WebSocketResponse`` spends, per message, about as much CPU as the rest of the
+gateway (a future per ``receive()``, the ``WSMessage`` build, the async send path): measured in
+``docs/architecture.md`` ("Carrier media transport"). What is left is small enough to state
+exactly: no extension is ever negotiated (so every RSV bit must be 0), text/binary messages may be
+fragmented, control frames may be interleaved, and masking goes one way. Unmasking uses the
+``websockets`` C routine. UTF-8 of text messages is checked by the JSON parser that reads them.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+try:  # the C routine ships with websockets wheels; the pure-Python one is its documented fallback
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover
+    from websockets.utils import apply_mask
+
+OP_CONT = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+_DATA_OPS = (OP_TEXT, OP_BINARY)
+_CONTROL_OPS = (OP_CLOSE, OP_PING, OP_PONG)
+
+CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_NO_STATUS = 1005  # received without a code; never sent
+CLOSE_ABNORMAL = 1006  # the connection dropped without a close frame; never sent
+CLOSE_INVALID_PAYLOAD = 1007
+CLOSE_TOO_BIG = 1009
+
+_MAX_CONTROL_PAYLOAD = 125
+
+
+class FrameError(Exception):
+    """The peer broke RFC 6455; ``close_code`` is what to close with."""
+
+    def __init__(self, close_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.close_code = close_code
+        self.reason = reason
+
+
+class FrameParser:
+    """Incremental parser for one direction of a connection.
+
+    ``feed`` returns every message completed by the new bytes as ``(opcode, payload)``: data
+    messages reassembled from their fragments (``OP_TEXT``/``OP_BINARY``), control frames as they
+    come. A frame larger than ``max_message_bytes`` is refused from its header, before its payload
+    is buffered.
+    """
+
+    __slots__ = ("_buf", "_expect_mask", "_frag_len", "_frag_op", "_frag_parts", "_max")
+
+    def __init__(self, *, from_client: bool, max_message_bytes: int) -> None:
+        self._buf = b""
+        self._expect_mask = 0x80 if from_client else 0
+        self._max = max_message_bytes
+        self._frag_op = 0  # opcode of the data message being reassembled, 0 when none
+        self._frag_parts: list[bytes] = []
+        self._frag_len = 0
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        buf = self._buf + data if self._buf else data
+        out: list[tuple[int, bytes]] = []
+        pos = 0
+        end_of_data = len(buf)
+        while end_of_data - pos >= 2:
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            if b0 & 0x70:
+                raise FrameError(CLOSE_PROTOCOL_ERROR, "reserved bits set (no extension was negotiated)")
+            if b1 & 0x80 != self._expect_mask:
+                rule = "frames must be masked" if self._expect_mask else "frames must not be masked"
+                raise FrameError(CLOSE_PROTOCOL_ERROR, rule)
+            opcode = b0 & 0x0F
+            length = b1 & 0x7F
+            head = pos + 2
+            if length == 126:
+                if end_of_data - head < 2:
+                    break
+                length = (buf[head] << 8) | buf[head + 1]
+                head += 2
+            elif length == 127:
+                if end_of_data - head < 8:
+                    break
+                (length,) = struct.unpack_from("!Q", buf, head)
+                if length >> 63:
+                    raise FrameError(CLOSE_PROTOCOL_ERROR, "64-bit length with its top bit set")
+                head += 8
+            if opcode in _CONTROL_OPS:
+                if length > _MAX_CONTROL_PAYLOAD:
+                    raise FrameError(CLOSE_PROTOCOL_ERROR, "control frame longer than 125 bytes")
+                if not b0 & 0x80:
+                    raise FrameError(CLOSE_PROTOCOL_ERROR, "fragmented control frame")
+            elif opcode not in _DATA_OPS and opcode != OP_CONT:
+                raise FrameError(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
+            elif self._frag_len + length > self._max:
+                raise FrameError(CLOSE_TOO_BIG, f"message larger than {self._max} bytes")
+            key_at = head
+            if self._expect_mask:
+                head += 4
+            frame_end = head + length
+            if frame_end > end_of_data:
+                break
+            payload = buf[head:frame_end]
+            if self._expect_mask and length:
+                payload = apply_mask(payload, buf[key_at:head])
+            pos = frame_end
+            if opcode >= OP_CLOSE:
+                out.append((opcode, payload))
+            elif opcode == OP_CONT:
+                if not self._frag_op:
+                    raise FrameError(CLOSE_PROTOCOL_ERROR, "continuation frame with no message to continue")
+                self._frag_parts.append(payload)
+                self._frag_len += length
+                if b0 & 0x80:
+                    out.append((self._frag_op, b"".join(self._frag_parts)))
+                    self._frag_op, self._frag_parts, self._frag_len = 0, [], 0
+            else:
+                if self._frag_op:
+                    raise FrameError(CLOSE_PROTOCOL_ERROR, "new message inside a fragmented one")
+                if b0 & 0x80:
+                    out.append((opcode, payload))
+                else:
+                    self._frag_op, self._frag_parts, self._frag_len = opcode, [payload], length
+        self._buf = buf[pos:] if pos < end_of_data else b""
+        return out
+
+
+def encode_frame(opcode: int, payload: bytes, *, mask: bool = False) -> bytes:
+    """One final frame. Clients must mask (``mask=True``, a fresh random key per frame); servers must not."""
+    length = len(payload)
+    first = 0x80 | opcode
+    mask_bit = 0x80 if mask else 0
+    if length < 126:
+        header = bytes((first, mask_bit | length))
+    elif length < 65536:
+        header = struct.pack("!BBH", first, mask_bit | 126, length)
+    else:
+        header = struct.pack("!BBQ", first, mask_bit | 127, length)
+    if not mask:
+        return header + payload
+    key = os.urandom(4)
+    return header + key + apply_mask(payload, key)
+
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    """Body of a close frame; the reason is cut to fit the 125-byte control-frame limit."""
+    return struct.pack("!H", code) + reason.encode()[: _MAX_CONTROL_PAYLOAD - 2]
+
+
+def parse_close(payload: bytes) -> tuple[int, str]:
+    """``(code, reason)`` of a received close frame; ``CLOSE_NO_STATUS`` when it carried none."""
+    if not payload:
+        return CLOSE_NO_STATUS, ""
+    if len(payload) == 1:
+        raise FrameError(CLOSE_PROTOCOL_ERROR, "close frame with a 1-byte body")
+    (code,) = struct.unpack_from("!H", payload)
+    if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+        raise FrameError(CLOSE_PROTOCOL_ERROR, f"close code {code} may not be sent")
+    try:
+        reason = payload[2:].decode()
+    except UnicodeDecodeError:
+        raise FrameError(CLOSE_INVALID_PAYLOAD, "close reason is not UTF-8") from None
+    return code, reason
