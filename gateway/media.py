@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
+from collections.abc import Awaitable
 from typing import Any
 
 from aiohttp import web
@@ -60,13 +62,13 @@ class WsCarrierLink:
 
     # A send to a carrier that is leaving (or not reading) is dropped by the socket: that is the
     # caller's side, not a provider fault; the reader loop sees the close and ends the call.
-    async def send_media(self, audio: Audio) -> None:
+    def send_media(self, audio: Audio) -> None:
         self.sock.send_text(self.codec.media_message(audio))
 
-    async def send_mark(self, name: str) -> None:
+    def send_mark(self, name: str) -> None:
         self.sock.send_text(self.codec.mark_message(name))
 
-    async def send_clear(self) -> None:
+    def send_clear(self) -> None:
         self.sock.send_text(self.codec.clear_message())
 
     async def hangup(self, reason: str) -> None:
@@ -94,77 +96,166 @@ class WsCarrierLink:
         await self.sock.close(1000, reason.split(":")[0])
 
 
+BACKLOG_PAUSE = 200  # messages waiting behind a slow step (start, a provider send): stop reading
+
+
+class _CarrierStream:
+    """One carrier media stream. Messages are handled in arrival order: inline, as the socket
+    parses them, while nothing is waiting (so a media frame for an in-process provider costs no
+    task switch), otherwise by ``run()`` on the handler's task, behind what is waiting."""
+
+    def __init__(self, ctx: GatewayContext, sock: MediaSocket, carrier: str) -> None:
+        self.ctx = ctx
+        self.sock = sock
+        self.carrier = carrier
+        self.codec: TwilioStream | TelnyxStream = TwilioStream() if carrier == "twilio" else TelnyxStream()
+        self.link = WsCarrierLink(ctx, sock, self.codec, carrier)
+        self.session: CallSession | None = None
+        self.call_id: str | None = None
+        self.done = False  # stop, violation or refused start: later messages are not handled
+        self._backlog: deque[tuple[int, bytes] | Awaitable[None]] = deque()
+        self._idle = False  # run() is parked with an empty backlog: a message may be handled inline
+        self._wakeup: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._limit = ctx.settings.max_messages_per_s
+        self._window_start = time.monotonic()
+        self._count = 0
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.sock.close(code, reason)
+
+    async def run(self) -> None:
+        backlog = self._backlog
+        loop = asyncio.get_running_loop()
+        self.sock.start(self._on_message, self._wake)
+        try:
+            while True:
+                if backlog:
+                    item = backlog.popleft()
+                    if self._reading_paused and len(backlog) <= BACKLOG_PAUSE // 2:
+                        self._reading_paused = False
+                        self.sock.resume_reading()
+                    if type(item) is tuple:
+                        if self.done:
+                            continue
+                        step = self._process(*item)
+                        if step is None:
+                            continue
+                        await step
+                    else:
+                        await item  # type: ignore[misc]
+                    continue
+                if self.done or self.sock.closed:
+                    break
+                self._idle = True
+                self._wakeup = loop.create_future()
+                try:
+                    await self._wakeup
+                finally:
+                    self._wakeup = None
+                    self._idle = False
+        finally:
+            for item in backlog:  # cancelled with steps still waiting: never leave a coroutine unawaited
+                if asyncio.iscoroutine(item):
+                    item.close()
+            backlog.clear()
+        error = self.sock.protocol_error
+        if error is not None:  # broken framing: the socket already closed with RFC 6455's code
+            detail = f"websocket {error.reason}"
+            _violation(self.ctx, self.call_id, self.carrier, "websocket", detail, self.session)
+
+    # ------------------------------------------------------------------ called by the socket
+    def _on_message(self, opcode: int, payload: bytes) -> None:
+        if self.done:
+            return
+        backlog = self._backlog
+        if self._idle and not backlog:
+            step = self._process(opcode, payload)
+            if step is None:
+                return
+            backlog.append(step)
+        else:
+            backlog.append((opcode, payload))
+            if len(backlog) >= BACKLOG_PAUSE and not self._reading_paused:
+                self._reading_paused = True
+                self.sock.pause_reading()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # ------------------------------------------------------------------ one message
+    def _process(self, opcode: int, payload: bytes) -> Awaitable[None] | None:
+        """Handle one message; returns what must still be awaited (in order), if anything."""
+        self._count += 1
+        if self._count > self._limit:
+            now = time.monotonic()
+            if now - self._window_start < 1.0:
+                detail = f"more than {self._limit} messages/s"
+                return self._refuse("flood", detail, CLOSE_FLOOD, "message flood")
+            self._window_start, self._count = now, 0
+        if opcode != OP_TEXT:
+            reason = "binary frames are not accepted"
+            return self._refuse("binary_frame", reason, CLOSE_BINARY_FRAME, reason)
+        try:
+            event = self.codec.receive(payload)
+        except ProtocolViolation as v:
+            return self._refuse(v.reason, v.reason, v.close_code, v.reason)
+        if type(event) is Media:  # by far the most frequent: checked first
+            session = self.session
+            if session is None:
+                return None
+            session.last_carrier_msg = time.monotonic()
+            return session.on_media(event.audio)
+        return self._on_event(event)
+
+    def _refuse(self, key: str, detail: str, code: int, reason: str) -> Awaitable[None]:
+        self.done = True
+        _violation(self.ctx, self.call_id, self.carrier, key, detail, self.session)
+        return self.close(code, reason)
+
+    async def _on_event(self, event: object) -> None:
+        ctx, session = self.ctx, self.session
+        if isinstance(event, Start):
+            ctx.pending.pop(id(self.sock), None)
+            self.session, self.call_id = await _start(ctx, event, self.carrier, self.link, self.close)
+            if self.session is None or self.call_id is None:
+                self.done = True
+                return
+            ctx.call_started(self.call_id, LiveCall(self.session, self.close))
+        elif isinstance(event, Dtmf):
+            if session is not None:
+                await session.on_dtmf(event.digit)
+        elif isinstance(event, MarkEcho):
+            if session is not None:
+                await session.on_mark_echo(event.name)
+        elif isinstance(event, Stop):
+            if session is not None:
+                session.carrier_gone("caller_hangup")
+            self.done = True
+        elif isinstance(event, CarrierError):
+            log.warning("%s error frame on call %s: %s", self.carrier, self.call_id, event)
+            if self.call_id is not None:
+                data = {"code": event.code, "title": event.title, "detail": event.detail}
+                ctx.recorder.event(self.call_id, "carrier_error", data)
+
+
 async def _handle(request: web.Request, carrier: str) -> web.StreamResponse:
     ctx = request.app[CTX_KEY]
-    s = ctx.settings
-    sock, response = await MediaSocket.accept(request, max_message_bytes=s.max_frame_bytes)
-    codec: TwilioStream | TelnyxStream = TwilioStream() if carrier == "twilio" else TelnyxStream()
-    link = WsCarrierLink(ctx, sock, codec, carrier)
-
-    async def close(code: int, reason: str) -> None:
-        await sock.close(code, reason)
-
+    sock, response = await MediaSocket.accept(request, max_message_bytes=ctx.settings.max_frame_bytes)
+    stream = _CarrierStream(ctx, sock, carrier)
     key = id(sock)
-    ctx.pending[key] = PendingSocket(time.monotonic(), close)
-    session: CallSession | None = None
-    call_id: str | None = None
-    limit = s.max_messages_per_s
-    window_start = time.monotonic()
-    count = 0
+    ctx.pending[key] = PendingSocket(time.monotonic(), stream.close)
     try:
-        while (message := await sock.receive()) is not None:
-            count += 1
-            if count > limit:
-                now = time.monotonic()
-                if now - window_start < 1.0:
-                    _violation(ctx, call_id, carrier, "flood", f"more than {limit} messages/s")
-                    await close(CLOSE_FLOOD, "message flood")
-                    break
-                window_start, count = now, 0
-            if message[0] != OP_TEXT:
-                _violation(ctx, call_id, carrier, "binary_frame", "binary frames are not accepted", session)
-                await close(CLOSE_BINARY_FRAME, "binary frames are not accepted")
-                break
-            try:
-                event = codec.receive(message[1])
-            except ProtocolViolation as v:
-                _violation(ctx, call_id, carrier, v.reason, v.reason, session)
-                await close(v.close_code, v.reason)
-                break
-            if isinstance(event, Media):  # by far the most frequent: checked first
-                if session is not None:
-                    session.last_carrier_msg = time.monotonic()
-                    await session.on_media(event.audio)
-            elif isinstance(event, Start):
-                ctx.pending.pop(key, None)
-                session, call_id = await _start(ctx, event, carrier, link, close)
-                if session is None or call_id is None:
-                    break
-                ctx.call_started(call_id, LiveCall(session, close))
-            elif isinstance(event, Dtmf):
-                if session is not None:
-                    await session.on_dtmf(event.digit)
-            elif isinstance(event, MarkEcho):
-                if session is not None:
-                    await session.on_mark_echo(event.name)
-            elif isinstance(event, Stop):
-                if session is not None:
-                    session.carrier_gone("caller_hangup")
-                break
-            elif isinstance(event, CarrierError):
-                log.warning("%s error frame on call %s: %s", carrier, call_id, event)
-                if call_id is not None:
-                    data = {"code": event.code, "title": event.title, "detail": event.detail}
-                    ctx.recorder.event(call_id, "carrier_error", data)
-        error = sock.protocol_error
-        if error is not None:  # broken framing: the socket already closed with RFC 6455's code
-            _violation(ctx, call_id, carrier, "websocket", f"websocket {error.reason}", session)
+        await stream.run()
     finally:
         ctx.pending.pop(key, None)
-        if session is not None and call_id is not None:
+        if stream.session is not None and stream.call_id is not None:
             # Shielded: aiohttp may cancel this handler when the socket drops, and the call row
             # must still be closed and billed.
-            await asyncio.shield(_close_call(ctx, sock, session, call_id))
+            await asyncio.shield(_close_call(ctx, sock, stream.session, stream.call_id))
     return response
 
 

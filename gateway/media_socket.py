@@ -3,26 +3,28 @@
 aiohttp still owns the connection: it parsed the upgrade request, it keeps the connection in its
 registry, and it closes it after the handler returns. After our ``101`` it hands every later byte
 to ``MediaSocket.feed_data`` (its payload-parser hook, the one its own ``WebSocketResponse``
-uses), which parses in place and queues whole messages for the handler's single reader task.
-Sends write the frame straight to the transport: no task, no future, no lock per frame.
+uses), which parses in place and passes each whole message to the handler's ``on_message``
+callback at once: a media frame can be answered before the loop runs anything else. Sends write
+the frame straight to the transport: no task, no future, no lock per frame.
 
-Bounded both ways: more than ``max_queued`` unread messages pause reading from the socket (TCP
-pushes back on the carrier); a carrier that stops reading gets media dropped (counted) once
-``max_unsent_bytes`` wait in the kernel-side buffer, because audio later than real time is noise.
+Bounded on the way out: a carrier that stops reading gets messages dropped (counted) once
+``max_unsent_bytes`` wait in the send buffer, because audio later than real time is noise. On the
+way in the handler bounds its own backlog with ``pause_reading``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 from websockets.utils import accept_key
 
 from gateway.ws_frames import (
     CLOSE_ABNORMAL,
+    CLOSE_NO_STATUS,
     CLOSE_NORMAL,
     OP_CLOSE,
     OP_PING,
@@ -40,20 +42,23 @@ log = logging.getLogger(__name__)
 CLOSE_WAIT_S = 1.0  # how long our close waits for the carrier's close frame before dropping TCP
 
 
+OnMessage = Callable[[int, bytes], None]
+
+
 class MediaSocket:
-    """One accepted WebSocket. ``receive()`` yields ``(opcode, payload)`` of data messages until the
-    socket closes, then None; ``close_code`` and ``protocol_error`` say why it closed."""
+    """One accepted WebSocket. Each data message goes to ``on_message(opcode, payload)`` as it is
+    parsed; ``on_closed()`` runs once no more will come, with ``close_code`` and ``protocol_error``
+    saying why."""
 
     def __init__(
-        self, transport: asyncio.Transport, *, max_message_bytes: int, max_queued: int, max_unsent_bytes: int
+        self, transport: asyncio.Transport, *, max_message_bytes: int, max_unsent_bytes: int
     ) -> None:
         self._transport = transport
         self._parser = FrameParser(from_client=True, max_message_bytes=max_message_bytes)
-        self._queue: collections.deque[tuple[int, bytes]] = collections.deque()
-        self._max_queued = max_queued
         self._max_unsent = max_unsent_bytes
-        self._reading_paused = False
-        self._waiter: asyncio.Future[None] | None = None
+        self._early: list[tuple[int, bytes]] | None = []  # messages before ``start`` (kept in order)
+        self._on_message: OnMessage = self._keep_early
+        self._on_closed: Callable[[], None] = _nothing
         self._close_sent = False
         self._close_received: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed = False  # no more messages will be read (close frame, error or dropped TCP)
@@ -67,7 +72,6 @@ class MediaSocket:
         request: web.Request,
         *,
         max_message_bytes: int,
-        max_queued: int = 500,
         max_unsent_bytes: int = 256 * 1024,
     ) -> tuple[MediaSocket, web.StreamResponse]:
         """Answer the upgrade; raises ``HTTPBadRequest`` for a request that is not a valid one.
@@ -88,17 +92,25 @@ class MediaSocket:
             },
         )
         await response.prepare(request)
-        sock = cls(
-            transport,
-            max_message_bytes=max_message_bytes,
-            max_queued=max_queued,
-            max_unsent_bytes=max_unsent_bytes,
-        )
+        sock = cls(transport, max_message_bytes=max_message_bytes, max_unsent_bytes=max_unsent_bytes)
         # From here aiohttp passes every byte of the connection to feed_data (bytes that came
         # early were kept by aiohttp and are fed now), and closes the connection after the handler.
         request.protocol.set_parser(sock)  # type: ignore[arg-type]  # duck-typed like its WebSocketReader
         request.protocol.keep_alive(False)
         return sock, response
+
+    def start(self, on_message: OnMessage, on_closed: Callable[[], None]) -> None:
+        """Begin delivering messages (first any that arrived before this call)."""
+        early, self._early = self._early or [], None
+        self._on_message, self._on_closed = on_message, on_closed
+        for opcode, payload in early:
+            on_message(opcode, payload)
+        if self.closed:
+            on_closed()
+
+    def _keep_early(self, opcode: int, payload: bytes) -> None:
+        assert self._early is not None
+        self._early.append((opcode, payload))
 
     # ------------------------------------------------------------------ aiohttp's parser hook
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
@@ -109,33 +121,33 @@ class MediaSocket:
         try:
             messages = self._parser.feed(data)
         except FrameError as exc:
+            self._deliver(exc.messages)  # what came complete before the broken frame is not lost
             self.protocol_error = exc
             self._send_close(exc.close_code, exc.reason)
             self._set_closed(exc.close_code)
             return True, b""
-        queue = self._queue
-        for message in messages:
-            opcode = message[0]
+        return (True, b"") if self._deliver(messages) else (False, b"")
+
+    def _deliver(self, messages: list[tuple[int, bytes]]) -> bool:
+        """Hand data messages to the handler and answer control frames; True once closed."""
+        for opcode, payload in messages:
+            if self.closed:
+                return True
             if opcode <= OP_TEXT + 1:  # text or binary
-                queue.append(message)
+                self._on_message(opcode, payload)
             elif opcode == OP_PING:
-                self._write(encode_frame(OP_PONG, message[1]))
+                self._write(encode_frame(OP_PONG, payload))
             elif opcode == OP_CLOSE:
                 try:
-                    code, _ = parse_close(message[1])
+                    code, _ = parse_close(payload)
                 except FrameError as exc:
                     self.protocol_error = exc
                     code = exc.close_code
-                self._send_close(CLOSE_NORMAL if self.protocol_error is None else code)  # the reply
+                self._send_close(CLOSE_NORMAL if code == CLOSE_NO_STATUS else code)  # the reply echoes it
                 self._set_closed(code)
                 if not self._close_received.done():
                     self._close_received.set_result(None)
-                return True, b""
-        if len(queue) >= self._max_queued and not self._reading_paused:
-            self._reading_paused = True
-            self._transport.pause_reading()
-        self._wake()
-        return False, b""
+        return self.closed
 
     def feed_eof(self) -> None:
         """The connection is gone (aiohttp's ``connection_lost``)."""
@@ -144,22 +156,14 @@ class MediaSocket:
             self._close_received.set_result(None)
 
     # ------------------------------------------------------------------ the handler's side
-    async def receive(self) -> tuple[int, bytes] | None:
-        queue = self._queue
-        while not queue:
-            if self.closed:
-                return None
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        message = queue.popleft()
-        if self._reading_paused and len(queue) <= self._max_queued // 2:
-            self._reading_paused = False
-            if not self.closed:
-                self._transport.resume_reading()
-        return message
+    def pause_reading(self) -> None:
+        """Stop taking bytes from the socket (TCP then pushes back on the carrier)."""
+        if not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._transport.is_closing():
+            self._transport.resume_reading()
 
     def send_text(self, text: str | bytes) -> bool:
         """Queue one text message for the carrier; False (and counted) when it cannot be sent now."""
@@ -193,9 +197,8 @@ class MediaSocket:
         if not self.closed:
             self.closed = True
             self.close_code = code
-            self._wake()
+            self._on_closed()
 
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+
+def _nothing() -> None:
+    """``on_closed`` before ``start``: ``start`` reports the close itself."""

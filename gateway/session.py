@@ -35,6 +35,7 @@ from providers.base import (
     Mark,
     Notice,
     ProviderError,
+    ProviderEvent,
     ProviderSession,
     ToolCall,
     Transcript,
@@ -54,13 +55,18 @@ SPEECH_CHECK_EVERY = 5  # frames: check caller energy on every 5th frame only
 
 
 class CarrierLink(Protocol):
-    """What the session needs of the carrier leg (implemented by the media handler)."""
+    """What the session needs of the carrier leg (implemented by the media handler).
+
+    Sends never wait: a carrier that cannot take a message now (leaving, or not reading) has it
+    dropped, because audio later than real time is worth nothing. That keeps the play-out path
+    synchronous, so an in-process provider's audio reaches the carrier with no task switch.
+    """
 
     out_format: AudioFormat
 
-    async def send_media(self, audio: Audio) -> None: ...
-    async def send_mark(self, name: str) -> None: ...
-    async def send_clear(self) -> None: ...
+    def send_media(self, audio: Audio) -> None: ...
+    def send_mark(self, name: str) -> None: ...
+    def send_clear(self) -> None: ...
     async def hangup(self, reason: str) -> None: ...
 
 
@@ -226,8 +232,9 @@ class CallSession:
             await self._finish()
 
     # ------------------------------------------------------------------ carrier → provider
-    async def on_media(self, audio: Audio) -> None:
-        """Hot path: one caller frame."""
+    def on_media(self, audio: Audio) -> Awaitable[None] | None:
+        """Hot path: one caller frame. Returns what the caller must still await (a provider send
+        that needs the event loop), or None when the frame is already handed over."""
         self.stats.frames_in += 1
         self._frame_counter += 1
         if self._frame_counter % SPEECH_CHECK_EVERY == 0:
@@ -235,14 +242,19 @@ class CallSession:
         provider = self.provider
         if provider is None:
             self._waiting_audio.append(audio)
-            return
+            return None
         tc = self._to_provider
         if tc is not None and not tc.is_passthrough:
             converted = tc.convert(audio)
             self.stats.frames_transcoded += 1
             if converted is None:
-                return
+                return None
             audio = converted
+        if provider.send_audio_nowait(audio):
+            return None
+        return self._send_to_provider(provider, audio)
+
+    async def _send_to_provider(self, provider: ProviderSession, audio: Audio) -> None:
         try:
             await provider.send_audio(audio)
         except (ConnectionError, ProviderError, RuntimeError) as exc:
@@ -445,10 +457,21 @@ class CallSession:
                 await provider.close()
             raise
         self.provider = provider
+        provider.deliver_now = self._deliver_now
+
+    def _deliver_now(self, event: ProviderEvent) -> bool:
+        """An in-process provider's event, handed over while the pump is idle (so order holds).
+        Agent audio is played at once; anything else goes through ``events()`` (False)."""
+        if type(event) is not AudioOut or self.provider is None:
+            return False
+        self.last_provider_event = time.monotonic()
+        self._play(event)
+        return True
 
     def _detach_provider(self) -> None:
         provider = self.provider
         if provider is not None:
+            provider.deliver_now = None
             self._collect_usage(provider)
         self.provider = None
         self._to_provider = None
@@ -468,20 +491,18 @@ class CallSession:
 
     async def _pump(self, provider: ProviderSession) -> str:
         """Provider events → carrier. Returns 'hangup', 'closed' (we ended) or 'dropped'."""
-        carrier = self.carrier
-        stats = self.stats
         try:
             async for event in provider.events():
                 self.last_provider_event = time.monotonic()
                 if type(event) is AudioOut:
-                    await self._send_audio(carrier, event, stats)
+                    self._play(event)
                 elif type(event) is Interrupt:
-                    await self._clear(event.reason)
+                    self._clear(event.reason)
                 elif type(event) is Transcript:
                     if event.final and event.text:
                         self.transcript.append(event)
                 elif type(event) is Mark:
-                    await self._send_mark(provider_mark=event.name)
+                    self._send_mark(provider_mark=event.name)
                 elif type(event) is ToolCall:
                     self._events.event(
                         self.call_id,
@@ -532,7 +553,9 @@ class CallSession:
             return "closed"
         return "dropped"
 
-    async def _send_audio(self, carrier: CarrierLink, event: AudioOut, stats: GatewayStats) -> None:
+    def _play(self, event: AudioOut) -> None:
+        """Agent audio → the carrier, in whole 20 ms frames, with a mark every ``MARK_EVERY_MS``."""
+        stats = self.stats
         tc = self._to_carrier
         audio = event.audio
         if tc is not None and not tc.is_passthrough:
@@ -553,7 +576,7 @@ class CallSession:
                 )
         item = event.item_id
         if item != self._current_item and self._current_item is not None and self._unmarked_ms:
-            await self._send_mark()
+            self._send_mark()
         if item is not None and item != self._current_item:
             self._item_sent_ms[item] = 0.0
             if len(self._item_sent_ms) > 16:  # keep only recent items: bounded memory on long calls
@@ -571,25 +594,25 @@ class CallSession:
         ms = audio.duration_ms
         if item is not None:
             self._item_sent_ms[item] = self._item_sent_ms.get(item, 0.0) + ms
-        await carrier.send_media(audio)
+        self.carrier.send_media(audio)
         stats.frames_out += 1
         self._unmarked_ms += ms
         if self._unmarked_ms >= MARK_EVERY_MS:
-            await self._send_mark()
+            self._send_mark()
 
-    async def _send_mark(self, provider_mark: str | None = None) -> str:
+    def _send_mark(self, provider_mark: str | None = None) -> str:
         self._mark_seq += 1
         name = f"m{self._mark_seq}"
         item = self._current_item
         item_ms = self._item_sent_ms.get(item, 0.0) if item is not None else 0.0
         self._pending_marks[name] = (item, item_ms, provider_mark)
         self._unmarked_ms = 0.0
-        await self.carrier.send_mark(name)
+        self.carrier.send_mark(name)
         return name
 
-    async def _clear(self, reason: str) -> None:
+    def _clear(self, reason: str) -> None:
         """Barge-in: the carrier drops what it buffered; marks pending now mean 'cleared', not 'played'."""
-        await self.carrier.send_clear()
+        self.carrier.send_clear()
         self._out_remainder = b""
         self._cleared_marks.update(self._pending_marks)
         self._pending_marks.clear()
@@ -603,11 +626,9 @@ class CallSession:
         if self._out_remainder:  # the farewell's last partial frame, padded with silence
             pad = self._out_frame - len(self._out_remainder)
             silence = b"\xff" if self.carrier.out_format.encoding == "mulaw" else b"\x00"
-            await self.carrier.send_media(
-                Audio(self.carrier.out_format, raw=self._out_remainder + silence * pad)
-            )
+            self.carrier.send_media(Audio(self.carrier.out_format, raw=self._out_remainder + silence * pad))
             self._out_remainder = b""
-        self._hangup_mark = await self._send_mark()
+        self._hangup_mark = self._send_mark()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.ended.wait(), HANGUP_DRAIN_MAX_S)
         if self._end_reason is None:

@@ -45,6 +45,7 @@ class FrameError(Exception):
         super().__init__(reason)
         self.close_code = close_code
         self.reason = reason
+        self.messages: list[tuple[int, bytes]] = []  # completed by the same bytes, before the error
 
 
 class FrameParser:
@@ -67,8 +68,17 @@ class FrameParser:
         self._frag_len = 0
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        buf = self._buf + data if self._buf else data
+        """Raises ``FrameError`` (carrying the messages completed before it); the connection is
+        then unusable and the parser must not be fed again."""
         out: list[tuple[int, bytes]] = []
+        try:
+            return self._parse(self._buf + data if self._buf else data, out)
+        except FrameError as exc:
+            exc.messages = out
+            self._buf = b""
+            raise
+
+    def _parse(self, buf: bytes, out: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
         pos = 0
         end_of_data = len(buf)
         while end_of_data - pos >= 2:

@@ -12,7 +12,7 @@ import base64
 import binascii
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -300,10 +300,19 @@ class ProviderSession(ABC):
 
     def __init__(self) -> None:
         self.usage = UsageFacts()
+        # Set by the call session while it is attached: an in-process provider may hand it an
+        # event directly (True = taken) when nothing is queued in ``events()`` and the reader of
+        # ``events()`` is waiting, so order holds and no task switch is spent per frame.
+        self.deliver_now: Callable[[ProviderEvent], bool] | None = None
 
     @abstractmethod
     async def send_audio(self, audio: Audio) -> None:
         """Caller audio, already in ``input_format``."""
+
+    def send_audio_nowait(self, audio: Audio) -> bool:
+        """Take caller audio without the event loop when possible (in-process providers).
+        False means "not done": the caller awaits ``send_audio`` instead."""
+        return False
 
     async def send_dtmf(self, digit: str) -> None:  # noqa: B027 - optional hook
         """A keypad digit from the caller (default: ignored by providers with no DTMF input)."""

@@ -48,22 +48,33 @@ class EchoSession(ProviderSession):
         self.dropped = 0
 
     def _push(self, event: ProviderEvent | None) -> None:
+        waiter = self._wakeup
+        if (
+            waiter is not None  # the session's pump is parked in events(), so nothing is in flight
+            and not self._queue
+            and event is not None
+            and self.deliver_now is not None
+            and self.deliver_now(event)
+        ):
+            return
         if len(self._queue) >= _QUEUE_LIMIT:
             self._queue.popleft()
             self.dropped += 1
         self._queue.append(event)
-        waiter = self._wakeup
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     async def send_audio(self, audio: Audio) -> None:
-        if self._closed:
-            return
-        ms = audio.duration_ms
-        self.usage.audio_in_ms += ms
-        if not self._muted:
-            self.usage.audio_out_ms += ms
-            self._push(AudioOut(audio))
+        self.send_audio_nowait(audio)
+
+    def send_audio_nowait(self, audio: Audio) -> bool:
+        if not self._closed:
+            ms = audio.duration_ms
+            self.usage.audio_in_ms += ms
+            if not self._muted:
+                self.usage.audio_out_ms += ms
+                self._push(AudioOut(audio))
+        return True
 
     async def send_dtmf(self, digit: str) -> None:
         if digit == self._interrupt_digit:

@@ -215,6 +215,19 @@ async def test_oversize_frame(gateway: RunningGateway) -> None:
     assert await _close_code(ws) == 1009
 
 
+async def test_broken_framing_closes_1002_and_the_call_is_billed(gateway: RunningGateway) -> None:
+    ws, target = await _started(gateway)
+    await ws.send_str(media_msg(seq=2))
+    transport = ws._response.connection.transport  # type: ignore[union-attr]
+    transport.write(bytes([0xC1, 0x81]) + b"\0\0\0\0x")  # RSV1 set: no extension was negotiated
+    assert await _close_code(ws) == 1002
+    call_id = target.parameters["call_id"]
+    await _closed_and_billed(gateway, call_id)
+    sql = "SELECT event_type, event_data FROM call_events WHERE call_id = ?"
+    events = await gateway.rows(sql, (call_id,))
+    assert any(e["event_type"] == "error" and "reserved bits" in e["event_data"] for e in events)
+
+
 async def test_message_flood(gateway: RunningGateway) -> None:
     ws, target = await _started(gateway)
     for seq in range(2, gateway.ctx.settings.max_messages_per_s + 50):

@@ -1,0 +1,97 @@
+"""MediaSocket on a real aiohttp server, driven by the websockets library's client (a separate
+RFC 6455 implementation): handshake, fragments, ping, both close directions, size limit."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from gateway.media_socket import MediaSocket
+
+MAX = 1000
+CLOSES = web.AppKey("closes", list[tuple[int | None, object]])
+
+
+async def echo(request: web.Request) -> web.StreamResponse:
+    sock, response = await MediaSocket.accept(request, max_message_bytes=MAX)
+    closed = asyncio.Event()
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_message(opcode: int, payload: bytes) -> None:
+        if payload == b"close-me":
+            task = asyncio.get_running_loop().create_task(sock.close(4401, "stream token forged"))
+            tasks.add(task)
+            return
+        sock.send_text(payload)
+
+    sock.start(on_message, closed.set)
+    await closed.wait()
+    await asyncio.gather(*tasks)
+    request.app[CLOSES].append((sock.close_code, sock.protocol_error))
+    return response
+
+
+@pytest.fixture
+async def url(aiohttp_server: Any) -> str:
+    app = web.Application()
+    app[CLOSES] = []
+    app.router.add_get("/media", echo)
+    server = await aiohttp_server(app)
+    return f"ws://{server.host}:{server.port}/media"
+
+
+async def test_text_echo_and_a_fragmented_message(url: str) -> None:
+    async with connect(url) as ws:
+        await ws.send("hello")
+        assert await ws.recv() == "hello"
+        await ws.send(["frag", "mented"])  # websockets sends an iterable as one fragmented message
+        assert await ws.recv() == "fragmented"
+
+
+async def test_ping_is_answered(url: str) -> None:
+    async with connect(url) as ws:
+        pong = await ws.ping(b"abc")
+        await asyncio.wait_for(pong, 2.0)
+
+
+async def test_client_close_is_echoed(url: str) -> None:
+    ws = await connect(url)
+    await ws.close(4000, "caller left")
+    assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 4000
+
+
+async def test_server_close_carries_code_and_reason(url: str) -> None:
+    async with connect(url) as ws:
+        await ws.send("close-me")
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 3.0)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4401, "stream token forged")
+
+
+async def test_oversize_message_closes_with_1009(url: str) -> None:
+    async with connect(url, max_size=None) as ws:
+        await ws.send("x" * (MAX + 1))
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 3.0)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+async def test_a_plain_get_is_refused_with_400(url: str) -> None:
+    async with aiohttp.ClientSession() as http, http.get(url.replace("ws://", "http://")) as resp:
+        assert resp.status == 400
+
+
+async def test_unmasked_frames_from_aiohttp_client_are_fine_when_masked(url: str) -> None:
+    """aiohttp's client (a third implementation) also interoperates."""
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        await ws.send_str("twilio")
+        assert (await ws.receive(timeout=2.0)).data == "twilio"
+        await ws.close()
+        assert ws.close_code == 1000
