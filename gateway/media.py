@@ -63,7 +63,8 @@ class WsCarrierLink:
     # A send to a carrier that is leaving (or not reading) is dropped by the socket: that is the
     # caller's side, not a provider fault; the reader loop sees the close and ends the call.
     def send_media(self, audio: Audio) -> None:
-        self.sock.send_text(self.codec.media_message(audio))
+        if not self.sock.send_text(self.codec.media_message(audio)):
+            self.ctx.stats.frames_dropped += 1
 
     def send_mark(self, name: str) -> None:
         self.sock.send_text(self.codec.mark_message(name))

@@ -64,7 +64,6 @@ class MediaSocket:
         self.closed = False  # no more messages will be read (close frame, error or dropped TCP)
         self.close_code: int | None = None
         self.protocol_error: FrameError | None = None
-        self.dropped_sends = 0
 
     @classmethod
     async def accept(
@@ -166,12 +165,12 @@ class MediaSocket:
             self._transport.resume_reading()
 
     def send_text(self, text: str | bytes) -> bool:
-        """Queue one text message for the carrier; False (and counted) when it cannot be sent now."""
+        """Queue one text message for the carrier; False when it cannot be sent now (closing, or
+        ``max_unsent_bytes`` already wait because the carrier is not reading)."""
         transport = self._transport
         if self._close_sent or transport.is_closing():
             return False
         if transport.get_write_buffer_size() > self._max_unsent:
-            self.dropped_sends += 1
             return False
         transport.write(encode_frame(OP_TEXT, text.encode() if isinstance(text, str) else text))
         return True

@@ -11,11 +11,13 @@ import pytest
 from aiohttp import web
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 
 from gateway.media_socket import MediaSocket
 
 MAX = 1000
 CLOSES = web.AppKey("closes", list[tuple[int | None, object]])
+FLOODED = web.AppKey("flooded", list[int])
 
 
 async def echo(request: web.Request) -> web.StreamResponse:
@@ -24,6 +26,13 @@ async def echo(request: web.Request) -> web.StreamResponse:
     tasks: set[asyncio.Task[None]] = set()
 
     def on_message(opcode: int, payload: bytes) -> None:
+        if payload == b"flood":  # until the send buffer is full: the client is not reading
+            sent = 0
+            while sock.send_text(b"x" * 60_000) and sent < 10_000:
+                sent += 1
+            sock.send_text(str(sent).encode())
+            request.app[FLOODED].append(sent)
+            return
         if payload == b"close-me":
             task = asyncio.get_running_loop().create_task(sock.close(4401, "stream token forged"))
             tasks.add(task)
@@ -41,9 +50,15 @@ async def echo(request: web.Request) -> web.StreamResponse:
 async def url(aiohttp_server: Any) -> str:
     app = web.Application()
     app[CLOSES] = []
+    app[FLOODED] = []
     app.router.add_get("/media", echo)
     server = await aiohttp_server(app)
-    return f"ws://{server.host}:{server.port}/media"
+    url = f"ws://{server.host}:{server.port}/media"
+    url_app[url] = app
+    return url
+
+
+url_app: dict[str, web.Application] = {}
 
 
 async def test_text_echo_and_a_fragmented_message(url: str) -> None:
@@ -95,3 +110,24 @@ async def test_unmasked_frames_from_aiohttp_client_are_fine_when_masked(url: str
         assert (await ws.receive(timeout=2.0)).data == "twilio"
         await ws.close()
         assert ws.close_code == 1000
+
+
+async def test_sends_to_a_carrier_that_does_not_read_are_dropped_not_buffered(url: str) -> None:
+    host_port = url.split("/")[2]
+    host, port = host_port.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET /media HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    writer.write(Frame(Opcode.TEXT, b"flood").serialize(mask=True, extensions=[]))  # then never read
+    try:
+        for _ in range(200):
+            if url_app[url][FLOODED]:
+                break
+            await asyncio.sleep(0.02)
+        assert url_app[url][FLOODED], "the server answered"
+        assert url_app[url][FLOODED][0] < 10_000, "it stopped queueing once 256 KiB waited unsent"
+    finally:
+        writer.transport.abort()
