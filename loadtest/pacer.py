@@ -23,8 +23,12 @@ log = logging.getLogger(__name__)
 
 
 class PacedStream(Protocol):
-    async def on_due(self, due: float) -> float | None:
-        """Sends what is due at ``due``; returns the next due time, or None when finished."""
+    def on_due(self, due: float) -> float | None:
+        """Sends what is due at ``due``; returns the next due time, or None when finished.
+
+        Synchronous: a coroutine per frame per call was a measurable share of the generator's CPU,
+        and a send that could wait would stall every other call on the ticker.
+        """
 
 
 Clock = Callable[[], float]
@@ -93,7 +97,7 @@ class Pacer:
                 ready.append(heapq.heappop(heap))
             for due, seq, stream in ready:
                 try:
-                    next_due = await stream.on_due(due)
+                    next_due = stream.on_due(due)
                 except Exception:
                     # A broken stream must not stop the others; it reports its own failure.
                     log.exception("paced stream failed; dropping it")

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 from urllib.parse import urlencode
 
 import aiohttp
@@ -19,6 +19,7 @@ from loadtest.carriers.markup import MarkupError, Refusal, StreamTarget, parse_a
 from loadtest.carriers.plan import CallPlan, CallResult, Credentials, EndedBy
 from loadtest.carriers.signing import telnyx_private_key, telnyx_signature, twilio_signature
 from loadtest.carriers.wire import ClearOut, MarkOut, ProtocolViolation, TelnyxWire, TwilioWire
+from loadtest.carriers.ws import OP_TEXT, ClientWebSocket
 from loadtest.codec import Encoding, bytes_per_second, decode_to_float, silence
 from loadtest.pacer import Pacer, default_pacer
 from loadtest.playout import PlayoutBuffer
@@ -43,6 +44,14 @@ class _Chunk(NamedTuple):
     play_start: float
 
 
+class MediaTap(Protocol):
+    """Sees the media socket as the carrier does (tests): each text message, and when it closed."""
+
+    def message(self, at: float, data: bytes) -> None: ...
+
+    def closed(self, at: float) -> None: ...
+
+
 async def place_call(
     session: aiohttp.ClientSession,
     base_url: str,
@@ -52,12 +61,14 @@ async def place_call(
     pacer: Pacer | None = None,
     telnyx_api: TelnyxApi | None = None,
     on_placed: Callable[[CallResult], None] | None = None,
+    tap: MediaTap | None = None,
 ) -> CallResult:
     """Places one call against the gateway at ``base_url`` and plays it out per ``plan``.
 
     Never raises for gateway misbehaviour: HTTP errors, bad TwiML/TeXML, socket failures and protocol
     violations land in ``CallResult.errors``. ``telnyx_api`` receives the gateway's REST hang-ups;
-    ``on_placed`` sees the result object as soon as it exists, so a monitor can watch it fill in.
+    ``on_placed`` sees the result object as soon as it exists, so a monitor can watch it fill in;
+    ``tap`` sees every text message the gateway sent, with its arrival time.
     """
     creds = credentials or Credentials.from_env()
     pacer = pacer or default_pacer()
@@ -71,7 +82,7 @@ async def place_call(
     try:
         target = await _answer(session, base_url, plan, creds, result)
         if target is not None:
-            await _stream(session, plan, creds, target, result, pacer, telnyx_api)
+            await _stream(plan, creds, target, result, pacer, telnyx_api, tap)
     except (aiohttp.ClientError, TimeoutError, OSError, MarkupError, ValueError) as exc:
         result.add_error(f"{type(exc).__name__}: {exc}")
         result.ended_by = result.ended_by or "error"
@@ -140,13 +151,13 @@ async def _answer(
 
 
 async def _stream(
-    session: aiohttp.ClientSession,
     plan: CallPlan,
     creds: Credentials,
     target: StreamTarget,
     result: CallResult,
     pacer: Pacer,
     telnyx_api: TelnyxApi | None,
+    tap: MediaTap | None,
 ) -> None:
     wire: TwilioWire | TelnyxWire
     headers: dict[str, str] = {}
@@ -174,8 +185,8 @@ async def _stream(
         )
     result.received_encoding, result.received_rate = out_encoding, out_rate
     async with asyncio.timeout(plan.connect_timeout_s):
-        ws = await session.ws_connect(target.url, headers=headers, compress=0, autoclose=True, autoping=True)
-    call = _Call(plan, result, wire, ws, pacer, in_encoding, out_encoding, out_rate)
+        ws = await ClientWebSocket.connect(target.url, headers)
+    call = _Call(plan, result, wire, ws, pacer, in_encoding, out_encoding, out_rate, tap)
     if telnyx_api is not None and plan.carrier == "telnyx":
         telnyx_api.register(result.call_sid, call)
     try:
@@ -183,9 +194,9 @@ async def _stream(
     finally:
         if telnyx_api is not None:
             telnyx_api.unregister(result.call_sid)
-        if not ws.closed:
-            await ws.close()
+        await ws.close()
         result.close_code = ws.close_code
+        result.close_reason = ws.close_reason
 
 
 def _telnyx_outbound_format(target: StreamTarget, result: CallResult) -> tuple[Encoding, int]:
@@ -203,20 +214,26 @@ def _telnyx_outbound_format(target: StreamTarget, result: CallResult) -> tuple[E
 
 
 class _Call:
-    """The live media leg: paced sending (a :class:`PacedStream`), receiving, play-out and latency."""
+    """The live media leg: paced sending (a :class:`PacedStream`), receiving, play-out and latency.
+
+    Nothing here waits per frame: the pacer calls ``on_due`` and the socket calls ``_on_message``
+    synchronously, and every send is written at once.
+    """
 
     def __init__(
         self,
         plan: CallPlan,
         result: CallResult,
         wire: TwilioWire | TelnyxWire,
-        ws: aiohttp.ClientWebSocketResponse,
+        ws: ClientWebSocket,
         pacer: Pacer,
         in_encoding: Encoding,
         out_encoding: Encoding,
         out_rate: int,
+        tap: MediaTap | None = None,
     ) -> None:
         self._plan = plan
+        self._tap = tap
         self._result = result
         self._wire = wire
         self._ws = ws
@@ -251,93 +268,97 @@ class _Call:
         self._last_arrival: float | None = None
         self._last_duration = 0.0
         self._sending_done = asyncio.Event()
-        self._closed = asyncio.Event()
-        self._closing = False
+        self._closing = False  # we are ending the call (or have seen it end)
+        self._send_refused = False
 
     async def run(self, parameters: dict[str, str]) -> None:
         result = self._result
-        receiver = asyncio.get_running_loop().create_task(
-            self._receive(), name=f"loadtest-rx-{result.call_sid}"
-        )
+        ws = self._ws
+        ws.start(self._on_message if self._tap is None else self._on_tapped_message)
         try:
-            await self._ws.send_str(self._wire.connected())
-            await self._ws.send_str(self._wire.start(parameters))
+            self._send(self._wire.connected())
+            self._send(self._wire.start(parameters))
             self._t0 = self._pacer.start_time()
             result.media_started_at = self._t0
             self._pacer.add(self, self._t0)
             if self._plan.hangup:
-                await _first(self._sending_done.wait(), self._closed.wait())
-                if not self._closed.is_set():
+                await _first(self._sending_done.wait(), ws.wait_closed())
+                if not ws.closed:
                     await self._drain()
                     await self.hang_up("carrier")
             else:
                 try:
-                    await asyncio.wait_for(self._closed.wait(), self._plan.duration_s)
+                    await asyncio.wait_for(ws.wait_closed(), self._plan.duration_s)
                 except TimeoutError:
                     result.add_error(f"gateway did not end the call within {self._plan.duration_s} s")
                     await self.hang_up("carrier")
-            await receiver
+            await ws.wait_closed()
         finally:
-            self._closing = True
-            if not receiver.done():
-                receiver.cancel()
+            self._on_closed()
             self._finish()
 
     async def _drain(self) -> None:
         """Keeps the socket open until the reply audio has caught up (or ``drain_s``), echoing marks."""
         deadline = self._clock() + self._plan.drain_s
         result = self._result
-        while not self._closed.is_set() and self._clock() < deadline:
+        while not self._ws.closed and self._clock() < deadline:
             if result.audio_s_received >= result.audio_s_sent:
                 break
-            await self._echo_due_marks(self._clock())
+            self._echo_due_marks(self._clock())
             await asyncio.sleep(FRAME_S)
 
     async def hang_up(self, by: EndedBy) -> None:
         """Ends the call like the carrier does: ``stop``, then close the socket."""
-        if self._closing or self._closed.is_set():
+        if self._closing or self._ws.closed:
             return
         self._closing = True
         self._result.ended_by = by
-        try:
-            await self._ws.send_str(self._wire.stop())
-            await self._ws.close(code=aiohttp.WSCloseCode.OK)
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            self._result.add_error(f"hang-up failed: {exc}")
+        self._send(self._wire.stop())
+        await self._ws.close()
+
+    def _send(self, message: str) -> bool:
+        """Writes one message; a refusal while the call is live is the gateway not reading (one error)."""
+        ws = self._ws
+        if ws.send_text(message.encode()):
+            return True
+        if not (ws.closed or self._closing or self._send_refused):
+            self._send_refused = True
+            self._result.add_error("gateway stopped reading the media socket: messages dropped")
+        return False
 
     # -- sending (driven by the pacer) ------------------------------------------------------------
 
-    async def on_due(self, due: float) -> float | None:
-        if self._closing or self._closed.is_set():
+    def on_due(self, due: float) -> float | None:
+        if self._closing or self._ws.closed:
+            self._sending_done.set()
             return None
         result = self._result
         now = self._clock()
         result.lateness_ms.append((now - due) * 1000.0)
         n = self._n
-        try:
-            while self._dtmf_next < len(self._dtmf) and self._dtmf[self._dtmf_next][0] <= n * FRAME_S:
-                await self._ws.send_str(self._wire.dtmf(self._dtmf[self._dtmf_next][1]))
-                self._dtmf_next += 1
+        while self._dtmf_next < len(self._dtmf) and self._dtmf[self._dtmf_next][0] <= n * FRAME_S:
+            if self._send(self._wire.dtmf(self._dtmf[self._dtmf_next][1])):
                 result.dtmf_sent += 1
-            if self._detector is not None and self._track.is_burst_onset(n):
-                self._sent_bursts.append(now)
-                result.bursts_sent += 1
-            message = self._wire.media(self._track.payload(n))
-            if self._held is not None:
-                await self._ws.send_str(message)
-                await self._ws.send_str(self._held)
-                self._held = None
-            elif self._should_hold(n):
-                self._held = message
-            else:
-                await self._ws.send_str(message)
+            self._dtmf_next += 1
+        if self._detector is not None and self._track.is_burst_onset(n):
+            self._sent_bursts.append(now)
+            result.bursts_sent += 1
+        message = self._wire.media(self._track.payload(n))
+        if self._held is not None:
+            sent = self._send(message)
+            self._send(self._held)
+            self._held = None
+        elif self._should_hold(n):
+            self._held = message
+            sent = True
+        else:
+            sent = self._send(message)
+        if sent:
             result.frames_sent += 1
             result.bytes_sent += self._frame_bytes
             result.audio_s_sent += FRAME_S
-            await self._echo_due_marks(now)
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            if not self._closed.is_set():
-                result.add_error(f"send failed: {exc}")
+        self._echo_due_marks(now)
+        if self._ws.closed:
             self._sending_done.set()
             return None
         self._n = n + 1
@@ -353,43 +374,39 @@ class _Call:
             return False
         return self._total_frames is None or n + 1 < self._total_frames
 
-    async def _echo_due_marks(self, now: float) -> None:
+    def _echo_due_marks(self, now: float) -> None:
         for name in self._playout.due_marks(now):
-            await self._ws.send_str(self._wire.mark(name))
+            self._send(self._wire.mark(name))
             self._result.marks_echoed_played += 1
 
     # -- receiving ----------------------------------------------------------------------------------
 
-    async def _receive(self) -> None:
+    def _on_message(self, opcode: int, payload: bytes) -> None:
+        if opcode == OP_TEXT:
+            self._on_text(payload)
+        else:
+            self._violation("binary frame (Twilio warning 31950: use JSON text frames)")
+
+    def _on_tapped_message(self, opcode: int, payload: bytes) -> None:
+        if self._tap is not None and opcode == OP_TEXT:
+            self._tap.message(self._clock(), payload)
+        self._on_message(opcode, payload)
+
+    def _on_closed(self) -> None:
+        """Bookkeeping once the socket is closed, whoever closed it."""
         ws = self._ws
         result = self._result
-        try:
-            while True:
-                msg = await ws.receive()
-                if msg.type == aiohttp.WSMsgType.TEXT:
-                    await self._on_text(msg.data)
-                elif msg.type == aiohttp.WSMsgType.BINARY:
-                    self._violation("binary frame (Twilio warning 31950: use JSON text frames)")
-                elif msg.type == aiohttp.WSMsgType.CLOSE:
-                    result.close_reason = str(msg.extra or "")
-                    break
-                elif msg.type == aiohttp.WSMsgType.ERROR:
-                    if not self._closing:
-                        result.add_error(f"media socket error: {ws.exception()}")
-                    break
-                else:  # CLOSING / CLOSED
-                    break
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            if not self._closing:
-                result.add_error(f"media socket failed: {exc}")
-        finally:
-            if not self._closing:
-                result.ended_by = "gateway"
-                self._closing = True
-            result.close_code = ws.close_code
-            self._closed.set()
+        if ws.protocol_error is not None:
+            self._violation(f"WebSocket framing: {ws.protocol_error.reason}")
+        if self._tap is not None and ws.closed_at is not None:
+            self._tap.closed(ws.closed_at)
+        if not self._closing and ws.closed:
+            self._closing = True
+            result.ended_by = "error" if ws.protocol_error is not None else "gateway"
+            if ws.exception is not None:
+                result.add_error(f"media socket failed: {ws.exception}")
 
-    async def _on_text(self, text: str) -> None:
+    def _on_text(self, text: bytes) -> None:
         now = self._clock()
         try:
             message = self._wire.parse(text)
@@ -397,19 +414,19 @@ class _Call:
             self._violation(str(exc))
             reply = self._wire.error("100003", "malformed_frame", str(exc))
             if reply is not None:
-                await self._ws.send_str(reply)
+                self._send(reply)
             return
         if isinstance(message, MarkOut):
             self._result.marks_received += 1
             if self._playout.enqueue_mark(now, message.name):
-                await self._ws.send_str(self._wire.mark(message.name))
+                self._send(self._wire.mark(message.name))
                 self._result.marks_echoed_played += 1
         elif isinstance(message, ClearOut):
             self._result.clears_received += 1
             outcome = self._playout.clear(now)
             self._result.bytes_cleared += outcome.dropped_bytes
             for name in outcome.marks:
-                await self._ws.send_str(self._wire.mark(name))
+                self._send(self._wire.mark(name))
             self._result.marks_echoed_cleared += len(outcome.marks)
         else:
             self._on_media(now, message.audio)

@@ -62,7 +62,7 @@ def _require_keys(msg: dict[str, Any], allowed: set[str], required: set[str], wh
         raise ProtocolViolation(f"{what} has extra fields {sorted(keys - allowed)}")
 
 
-def _load(text: str) -> dict[str, Any]:
+def _load(text: str | bytes) -> dict[str, Any]:
     try:
         msg = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
@@ -156,7 +156,7 @@ class TwilioWire:
         """Twilio reports protocol problems out of band (debugger warnings), never on the socket."""
         return None
 
-    def parse(self, text: str) -> GatewayMessage:
+    def parse(self, text: str | bytes) -> GatewayMessage:
         """Only ``media``/``mark``/``clear`` with exactly the documented fields and our streamSid."""
         msg = _load(text)
         event = msg.get("event")
@@ -288,7 +288,7 @@ class TelnyxWire:
             }
         )
 
-    def parse(self, text: str) -> GatewayMessage:
+    def parse(self, text: str | bytes) -> GatewayMessage:
         """``media``/``mark``/``clear``; ``stream_id`` optional (Pipecat omits it) but must match if given."""
         msg = _load(text)
         event = msg.get("event")

@@ -21,7 +21,7 @@ class NoopStream:
     def __init__(self, t0: float, frames: int, lateness: list[float]) -> None:
         self.t0, self.frames, self.n, self.lateness = t0, frames, 0, lateness
 
-    async def on_due(self, due: float) -> float | None:
+    def on_due(self, due: float) -> float | None:
         self.lateness.append(time.monotonic() - due)
         self.n += 1
         return None if self.n >= self.frames else self.t0 + self.n * FRAME

@@ -290,3 +290,53 @@ async def test_telnyx_reorders_frames_when_asked() -> None:
     assert r.latency_ms  # reordering never holds a burst onset, so latency is still measured
     with pytest.raises(ValueError, match="Telnyx only"):
         CallPlan(carrier="twilio", reorder_every=10)
+
+
+class Tap:
+    def __init__(self) -> None:
+        self.messages: list[tuple[float, bytes]] = []
+        self.closed_at: float | None = None
+
+    def message(self, at: float, data: bytes) -> None:
+        self.messages.append((at, data))
+
+    def closed(self, at: float) -> None:
+        self.closed_at = at
+
+
+async def test_broken_framing_is_a_violation_and_the_tap_sees_messages() -> None:
+    async def voice(request: web.Request) -> web.Response:
+        return web.Response(
+            text=f'<Response><Connect><Stream url="ws://{request.host}/twilio/media"/></Connect></Response>'
+        )
+
+    async def media(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if orjson.loads(msg.data)["event"] == "start":
+                await ws.send_bytes(b"\x00")  # Twilio wants JSON text frames
+                await ws.send_str('{"event":"clear"}')  # no streamSid: a Twilio violation
+                assert request.transport is not None
+                request.transport.write(b"\x81\x81abcd" + bytes([ord("x") ^ ord("a")]))  # masked: broken
+        return ws
+
+    app = web.Application()
+    app.router.add_post("/twilio/voice", voice)
+    app.router.add_get("/twilio/media", media)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    tap = Tap()
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+            plan = CallPlan(duration_s=5.0, hangup=False)
+            r = await place_call(session, url, plan, credentials=CREDS, tap=tap)
+    finally:
+        await runner.cleanup()
+    assert r.protocol_violations == 3 and r.ended_by == "error" and r.close_code == 1002
+    assert any("binary frame" in e for e in r.errors)
+    assert any("WebSocket framing: server frames must not be masked" in e for e in r.errors)
+    assert [data for _, data in tap.messages] == [b'{"event":"clear"}']
+    assert tap.closed_at is not None and tap.closed_at >= tap.messages[0][0]

@@ -40,7 +40,7 @@ class RecordingStream:
         self.due: list[float] = []
         self.sent: list[float] = []
 
-    async def on_due(self, due: float) -> float | None:
+    def on_due(self, due: float) -> float | None:
         self.due.append(due)
         self.sent.append(self.clock())
         self.clock.now += self.work_s  # sending costs time, which later streams see as lateness
@@ -99,7 +99,7 @@ async def test_added_stream_interrupts_a_long_sleep() -> None:
             self.at = 0.0
             self.done = asyncio.Event()
 
-        async def on_due(self, due: float) -> float | None:
+        def on_due(self, due: float) -> float | None:
             self.at = loop.time()
             self.done.set()
             return None
