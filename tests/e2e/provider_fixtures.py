@@ -25,7 +25,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import WSMsgType
 
 from gateway.config import Settings
 from loadtest.audio import ToneBursts
@@ -153,21 +152,13 @@ class CarrierTap:
     def tone_seconds(self, hz: float, *, after: float = float("-inf")) -> float:
         return sum(s for _, s in self.tone_chunks(hz, after=after))
 
+    # loadtest.carriers.MediaTap: the fake carrier reports what it received
+    def message(self, at: float, data: bytes) -> None:
+        self.messages.append((at, orjson.loads(data)))
 
-def tapped_http() -> tuple[aiohttp.ClientSession, CarrierTap]:
-    """An HTTP session whose WebSockets record what they receive (the carrier's media socket)."""
-    tap = CarrierTap()
-
-    class _TappedWs(aiohttp.ClientWebSocketResponse):
-        async def receive(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - aiohttp's signature
-            msg = await super().receive(timeout)
-            if msg.type is WSMsgType.TEXT:
-                tap.messages.append((time.monotonic(), orjson.loads(msg.data)))
-            elif tap.closed_at is None and msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR):
-                tap.closed_at = time.monotonic()
-            return msg
-
-    return aiohttp.ClientSession(ws_response_class=_TappedWs), tap
+    def closed(self, at: float) -> None:
+        if self.closed_at is None:
+            self.closed_at = at
 
 
 def caller_bursts(first_at_ms: int = 600, period_ms: int = 4000, burst_ms: int = 100) -> ToneBursts:
@@ -266,11 +257,11 @@ class ProviderRig:
 
     async def call(self, **plan: Any) -> Observed:
         """Place one call to the tenant's number; ``plan`` are ``CallPlan`` fields."""
-        http, tap = tapped_http()
-        async with http:
+        tap = CarrierTap()
+        async with aiohttp.ClientSession() as http:
             result = await place_call(
                 http, self.gw.url, CallPlan(carrier=self.carrier, to=self.number, **plan),  # type: ignore[arg-type]
-                credentials=self.gw.credentials, telnyx_api=self.gw.telnyx_api,
+                credentials=self.gw.credentials, telnyx_api=self.gw.telnyx_api, tap=tap,
             )
         return Observed(result, tap)
 
