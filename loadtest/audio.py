@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,41 +39,38 @@ class PcmClip:
 AudioSource = ToneBursts | PcmClip
 
 
+Frame = tuple[bytes, bool]  # (base64 payload as ASCII bytes, whether a tone burst starts in it)
+
+
 @dataclass(frozen=True)
 class FrameTrack:
-    """Pre-encoded base64 payloads for the call, so the hot path only formats strings.
+    """Pre-encoded base64 payloads for the call, so the hot path only formats bytes.
 
-    ``payloads`` repeat cyclically from ``cycle_start`` (tone bursts repeat every period; a looped clip
-    repeats whole); ``burst_frames`` are the frame indices (within one cycle) where a burst starts.
+    ``frames`` repeat cyclically from ``cycle_start`` (tone bursts repeat every period; a looped clip
+    repeats whole), or give way to ``silent_tail`` after the last one (a clip played once).
     """
 
-    payloads: tuple[str, ...]
+    frames: tuple[Frame, ...]
     cycle_start: int
-    burst_frames: frozenset[int]
-    silent_tail: str | None
+    silent_tail: Frame | None
 
-    def payload(self, n: int) -> str:
-        """The ``n``-th frame's payload (or silence past the end of an unlooped clip)."""
-        if n < len(self.payloads):
-            return self.payloads[n]
+    def playlist(self) -> tuple[tuple[Frame, ...], int]:
+        """The frames in play order and the index to go on from after the last one, so a sender
+        steps through them with one index (no modulo per frame)."""
         if self.silent_tail is not None:
-            return self.silent_tail
-        cycle = len(self.payloads) - self.cycle_start
-        return self.payloads[self.cycle_start + (n - self.cycle_start) % cycle]
-
-    def is_burst_onset(self, n: int) -> bool:
-        if n < len(self.payloads):
-            return n in self.burst_frames
-        if self.silent_tail is not None:
-            return False
-        cycle = len(self.payloads) - self.cycle_start
-        return (self.cycle_start + (n - self.cycle_start) % cycle) in self.burst_frames
+            return (*self.frames, self.silent_tail), len(self.frames)
+        return self.frames, self.cycle_start
 
 
+@functools.lru_cache(maxsize=16)
 def build_track(source: AudioSource, encoding: Encoding, sample_rate: int) -> FrameTrack:
-    """Encodes the caller's audio into per-frame payloads at the carrier's rate and codec."""
+    """Encodes the caller's audio into per-frame payloads at the carrier's rate and codec.
+
+    Cached: calls with the same script share one track, so hundreds of calls read the same few
+    payloads per frame (cache-warm) instead of each its own copy.
+    """
     samples_per_frame = sample_rate * FRAME_MS // 1000
-    silent = _b64(encode(np.zeros(samples_per_frame, dtype=np.int16).tobytes(), encoding))
+    silent = (_b64(encode(np.zeros(samples_per_frame, dtype=np.int16).tobytes(), encoding)), False)
     if isinstance(source, ToneBursts):
         return _tone_track(source, encoding, sample_rate, samples_per_frame, silent)
     pcm = np.frombuffer(source.pcm16, dtype=np.int16)
@@ -83,16 +81,16 @@ def build_track(source: AudioSource, encoding: Encoding, sample_rate: int) -> Fr
     pad = (-len(pcm)) % samples_per_frame
     pcm = np.concatenate([pcm, np.zeros(pad, dtype=np.int16)])
     frames = tuple(
-        _b64(encode(pcm[i : i + samples_per_frame].tobytes(), encoding))
+        (_b64(encode(pcm[i : i + samples_per_frame].tobytes(), encoding)), False)
         for i in range(0, len(pcm), samples_per_frame)
     )
     if not frames:
         frames = (silent,)
-    return FrameTrack(frames, 0, frozenset(), None if source.loop else silent)
+    return FrameTrack(frames, 0, None if source.loop else silent)
 
 
 def _tone_track(
-    source: ToneBursts, encoding: Encoding, rate: int, samples_per_frame: int, silent: str
+    source: ToneBursts, encoding: Encoding, rate: int, samples_per_frame: int, silent: Frame
 ) -> FrameTrack:
     if source.first_at_ms % FRAME_MS or source.period_ms % FRAME_MS or source.burst_ms % FRAME_MS:
         raise ValueError("tone burst timings must be multiples of 20 ms")
@@ -101,15 +99,15 @@ def _tone_track(
     n = rate * source.burst_ms // 1000
     t = np.arange(n, dtype=np.float64) / rate
     burst = (source.amplitude * np.sin(2 * np.pi * source.freq_hz * t)).astype(np.int16)
-    burst_payloads = [
-        _b64(encode(burst[i : i + samples_per_frame].tobytes(), encoding))
+    burst_frames = [
+        (_b64(encode(burst[i : i + samples_per_frame].tobytes(), encoding)), i == 0)
         for i in range(0, n, samples_per_frame)
     ]
     lead = source.first_at_ms // FRAME_MS
     period = source.period_ms // FRAME_MS
-    cycle = burst_payloads + [silent] * (period - len(burst_payloads))
-    return FrameTrack(tuple([silent] * lead + cycle), lead, frozenset({lead}), None)
+    cycle = burst_frames + [silent] * (period - len(burst_frames))
+    return FrameTrack(tuple([silent] * lead + cycle), lead, None)
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+def _b64(data: bytes) -> bytes:
+    return base64.b64encode(data)

@@ -20,10 +20,14 @@ class ClearOutcome:
 class PlayoutBuffer:
     """Tracks queued gateway audio and marks for one stream; ``now`` is the caller's monotonic clock."""
 
+    __slots__ = ("_bps", "_end", "_pending", "bytes_dropped", "bytes_enqueued", "mark_due_at", "played")
+
     def __init__(self, bytes_per_second: int, keep_audio: bool = False) -> None:
         self._bps = float(bytes_per_second)
         self._end = float("-inf")
         self._pending: deque[tuple[float, str]] = deque()
+        # When the oldest pending mark is due (inf: none pending): one comparison per sent frame.
+        self.mark_due_at = float("inf")
         self.played = bytearray() if keep_audio else None
         self.bytes_enqueued = 0
         self.bytes_dropped = 0
@@ -41,6 +45,8 @@ class PlayoutBuffer:
         """Queues a mark; True when nothing is playing so the mark must be echoed right away."""
         if self._end <= now:
             return True
+        if not self._pending:
+            self.mark_due_at = self._end
         self._pending.append((self._end, name))
         return False
 
@@ -52,6 +58,7 @@ class PlayoutBuffer:
         out = []
         while pending and pending[0][0] <= now:
             out.append(pending.popleft()[1])
+        self.mark_due_at = pending[0][0] if pending else float("inf")
         return out
 
     def clear(self, now: float) -> ClearOutcome:
@@ -63,6 +70,7 @@ class PlayoutBuffer:
             del self.played[-dropped:]
         marks = [name for _, name in self._pending]
         self._pending.clear()
+        self.mark_due_at = float("inf")
         return ClearOutcome(marks, dropped)
 
     def busy_until(self) -> float:

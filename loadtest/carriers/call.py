@@ -18,7 +18,7 @@ from loadtest.audio import FRAME_MS, ToneBursts, build_track
 from loadtest.carriers.markup import MarkupError, Refusal, StreamTarget, parse_answer
 from loadtest.carriers.plan import CallPlan, CallResult, Credentials, EndedBy
 from loadtest.carriers.signing import telnyx_private_key, telnyx_signature, twilio_signature
-from loadtest.carriers.wire import ClearOut, MarkOut, ProtocolViolation, TelnyxWire, TwilioWire
+from loadtest.carriers.wire import MarkOut, MediaOut, ProtocolViolation, TelnyxWire, TwilioWire
 from loadtest.carriers.ws import OP_TEXT, ClientWebSocket
 from loadtest.codec import Encoding, bytes_per_second, decode_to_float, silence
 from loadtest.pacer import Pacer, default_pacer
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FRAME_S = FRAME_MS / 1000
+_NEVER = 1 << 62  # a frame index no call reaches
 _JITTER_GAIN = 1 / 16  # RFC 3550 interarrival-jitter smoothing
 # How far before a chunk's first sample an estimated onset may fall and still belong to that chunk.
 ONSET_SLACK_S = 0.002
@@ -217,8 +218,18 @@ class _Call:
     """The live media leg: paced sending (a :class:`PacedStream`), receiving, play-out and latency.
 
     Nothing here waits per frame: the pacer calls ``on_due`` and the socket calls ``_on_message``
-    synchronously, and every send is written at once.
+    synchronously, and every send is written at once. Slots (here and in the per-frame helpers)
+    keep each object's fields together: with hundreds of calls, cache misses dominate a frame.
     """
+
+    __slots__ = (
+        "_chunks", "_clock", "_closing", "_detector", "_dtmf", "_dtmf_frame", "_dtmf_next",
+        "_frame_bytes", "_frame_i", "_frames", "_frames_wrap", "_held", "_known_media",
+        "_last_arrival", "_last_duration", "_match_window", "_n", "_out_bps", "_out_encoding",
+        "_out_rate", "_pacer", "_plan", "_playout", "_received", "_reorder_every", "_result",
+        "_send_refused", "_sending_done", "_sent_bursts", "_silent_frame", "_silent_samples",
+        "_t0", "_tap", "_total_frames", "_wire", "_ws",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -236,18 +247,22 @@ class _Call:
         self._tap = tap
         self._result = result
         self._wire = wire
+        self._known_media = wire.known_media
         self._ws = ws
         self._pacer = pacer
         self._clock = pacer.clock
         in_rate = plan.inbound_rate()
-        self._track = build_track(plan.audio, in_encoding, in_rate)
+        self._frames, self._frames_wrap = build_track(plan.audio, in_encoding, in_rate).playlist()
+        self._frame_i = 0  # index in _frames of the next frame to send
         self._frame_bytes = bytes_per_second(in_encoding, in_rate) * FRAME_MS // 1000
         self._out_encoding = out_encoding
         self._out_rate = out_rate
         self._out_bps = bytes_per_second(out_encoding, out_rate)
-        self._total_frames = round(plan.duration_s / FRAME_S) if plan.hangup else None
+        self._total_frames = round(plan.duration_s / FRAME_S) if plan.hangup else _NEVER
         self._dtmf = sorted(plan.dtmf)
         self._dtmf_next = 0
+        self._dtmf_frame = 0 if self._dtmf else _NEVER  # checked from this frame index on
+        self._reorder_every = plan.reorder_every
         self._n = 0
         self._t0 = 0.0
         self._playout = PlayoutBuffer(self._out_bps, keep_audio=plan.keep_audio)
@@ -260,9 +275,9 @@ class _Call:
             # A returned onset is matched to a burst sent at most this long before it arrived.
             self._match_window = 0.9 * tone.period_ms / 1000
         # Most returned frames of an echo are digital silence; spotting them by bytes skips all maths.
-        self._bytes_per_sample = 2 if out_encoding == "L16" else 1
-        self._silent_frame = silence(out_encoding, out_rate * FRAME_MS // 1000)
-        self._held: str | None = None
+        self._silent_samples = out_rate * FRAME_MS // 1000
+        self._silent_frame = silence(out_encoding, self._silent_samples)
+        self._held: bytes | None = None
         self._sent_bursts: deque[float] = deque()
         self._chunks: deque[_Chunk] = deque(maxlen=16)
         self._last_arrival: float | None = None
@@ -316,63 +331,81 @@ class _Call:
         self._send(self._wire.stop())
         await self._ws.close()
 
-    def _send(self, message: str) -> bool:
+    def _send(self, message: bytes) -> bool:
         """Writes one message; a refusal while the call is live is the gateway not reading (one error)."""
-        ws = self._ws
-        if ws.send_text(message.encode()):
+        if self._ws.send_text(message):
             return True
+        self._refused()
+        return False
+
+    def _refused(self) -> None:
+        ws = self._ws
         if not (ws.closed or self._closing or self._send_refused):
             self._send_refused = True
             self._result.add_error("gateway stopped reading the media socket: messages dropped")
-        return False
 
     # -- sending (driven by the pacer) ------------------------------------------------------------
 
     def on_due(self, due: float) -> float | None:
-        if self._closing or self._ws.closed:
+        ws = self._ws
+        if self._closing or ws.closed:
             self._sending_done.set()
             return None
         result = self._result
         now = self._clock()
         result.lateness_ms.append((now - due) * 1000.0)
         n = self._n
-        while self._dtmf_next < len(self._dtmf) and self._dtmf[self._dtmf_next][0] <= n * FRAME_S:
-            if self._send(self._wire.dtmf(self._dtmf[self._dtmf_next][1])):
-                result.dtmf_sent += 1
-            self._dtmf_next += 1
-        if self._detector is not None and self._track.is_burst_onset(n):
+        if n >= self._dtmf_frame:
+            self._send_dtmf(n)
+        i = self._frame_i
+        payload, onset = self._frames[i]
+        i += 1
+        self._frame_i = i if i < len(self._frames) else self._frames_wrap
+        if onset and self._detector is not None:
             self._sent_bursts.append(now)
             result.bursts_sent += 1
-        message = self._wire.media(self._track.payload(n))
-        if self._held is not None:
-            sent = self._send(message)
-            self._send(self._held)
-            self._held = None
-        elif self._should_hold(n):
-            self._held = message
+        message = self._wire.media(payload)
+        if self._reorder_every:
+            sent = self._send_reordered(n, message, onset)
+        elif ws.send_text(message):
             sent = True
         else:
-            sent = self._send(message)
+            sent = False
+            self._refused()
         if sent:
             result.frames_sent += 1
             result.bytes_sent += self._frame_bytes
             result.audio_s_sent += FRAME_S
-        self._echo_due_marks(now)
-        if self._ws.closed:
+        if now >= self._playout.mark_due_at:
+            self._echo_due_marks(now)
+        n += 1
+        self._n = n
+        if ws.closed or n >= self._total_frames:
             self._sending_done.set()
             return None
-        self._n = n + 1
-        if self._total_frames is not None and self._n >= self._total_frames:
-            self._sending_done.set()
-            return None
-        return self._t0 + self._n * FRAME_S
+        return self._t0 + n * FRAME_S
 
-    def _should_hold(self, n: int) -> bool:
+    def _send_dtmf(self, n: int) -> None:
+        """Sends the digits due by frame ``n``; ``_dtmf_frame`` becomes the next one's frame."""
+        dtmf = self._dtmf
+        while self._dtmf_next < len(dtmf) and dtmf[self._dtmf_next][0] <= n * FRAME_S:
+            if self._send(self._wire.dtmf(dtmf[self._dtmf_next][1])):
+                self._result.dtmf_sent += 1
+            self._dtmf_next += 1
+        self._dtmf_frame = n + 1 if self._dtmf_next < len(dtmf) else _NEVER
+
+    def _send_reordered(self, n: int, message: bytes, onset: bool) -> bool:
         """Every ``reorder_every``-th frame goes out after its successor (never a burst onset, never last)."""
-        every = self._plan.reorder_every
-        if not every or (n + 1) % every or self._track.is_burst_onset(n):
-            return False
-        return self._total_frames is None or n + 1 < self._total_frames
+        if self._held is not None:
+            sent = self._send(message)
+            self._send(self._held)
+            self._held = None
+            return sent
+        last = n + 1 >= self._total_frames
+        if (n + 1) % self._reorder_every or onset or last:
+            return self._send(message)
+        self._held = message
+        return True
 
     def _echo_due_marks(self, now: float) -> None:
         for name in self._playout.due_marks(now):
@@ -382,10 +415,40 @@ class _Call:
     # -- receiving ----------------------------------------------------------------------------------
 
     def _on_message(self, opcode: int, payload: bytes) -> None:
+        """Called by the socket for each message as it is parsed: no task, no queue."""
         if opcode == OP_TEXT:
-            self._on_text(payload)
+            # A media message this stream already accepted, byte for byte (most of an echo):
+            # exactly what parse() would return for it, without the call.
+            known = self._known_media.get(payload)
+            if known is not None:
+                self._on_media(self._clock(), known.audio)
+                return
         else:
             self._violation("binary frame (Twilio warning 31950: use JSON text frames)")
+            return
+        now = self._clock()
+        try:
+            message = self._wire.parse(payload)
+        except ProtocolViolation as exc:
+            self._violation(str(exc))
+            reply = self._wire.error("100003", "malformed_frame", str(exc))
+            if reply is not None:
+                self._send(reply)
+            return
+        if type(message) is MediaOut:
+            self._on_media(now, message.audio)
+        elif type(message) is MarkOut:
+            self._result.marks_received += 1
+            if self._playout.enqueue_mark(now, message.name):
+                self._send(self._wire.mark(message.name))
+                self._result.marks_echoed_played += 1
+        else:
+            self._result.clears_received += 1
+            outcome = self._playout.clear(now)
+            self._result.bytes_cleared += outcome.dropped_bytes
+            for name in outcome.marks:
+                self._send(self._wire.mark(name))
+            self._result.marks_echoed_cleared += len(outcome.marks)
 
     def _on_tapped_message(self, opcode: int, payload: bytes) -> None:
         if self._tap is not None and opcode == OP_TEXT:
@@ -406,36 +469,12 @@ class _Call:
             if ws.exception is not None:
                 result.add_error(f"media socket failed: {ws.exception}")
 
-    def _on_text(self, text: bytes) -> None:
-        now = self._clock()
-        try:
-            message = self._wire.parse(text)
-        except ProtocolViolation as exc:
-            self._violation(str(exc))
-            reply = self._wire.error("100003", "malformed_frame", str(exc))
-            if reply is not None:
-                self._send(reply)
-            return
-        if isinstance(message, MarkOut):
-            self._result.marks_received += 1
-            if self._playout.enqueue_mark(now, message.name):
-                self._send(self._wire.mark(message.name))
-                self._result.marks_echoed_played += 1
-        elif isinstance(message, ClearOut):
-            self._result.clears_received += 1
-            outcome = self._playout.clear(now)
-            self._result.bytes_cleared += outcome.dropped_bytes
-            for name in outcome.marks:
-                self._send(self._wire.mark(name))
-            self._result.marks_echoed_cleared += len(outcome.marks)
-        else:
-            self._on_media(now, message.audio)
-
     def _on_media(self, now: float, audio: bytes) -> None:
         result = self._result
+        size = len(audio)
         result.frames_received += 1
-        result.bytes_received += len(audio)
-        duration = len(audio) / self._out_bps
+        result.bytes_received += size
+        duration = size / self._out_bps
         result.audio_s_received += duration
         if self._last_arrival is not None:
             d = abs((now - self._last_arrival) - self._last_duration)
@@ -447,7 +486,7 @@ class _Call:
         detector = self._detector
         if detector is None:
             return
-        if audio == self._silent_frame and detector.skip_silence(len(audio) // self._bytes_per_sample):
+        if audio == self._silent_frame and detector.skip_silence(self._silent_samples):
             return
         self._chunks.append(_Chunk(detector.position, now, play_start))
         for onset in detector.feed(decode_to_float(audio, self._out_encoding)):

@@ -75,7 +75,7 @@ class Credentials:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class CallResult:
     """Everything one call observed. Times are ``time.monotonic()`` seconds; latencies in ms."""
 

@@ -2,7 +2,7 @@
 
 Field names, JSON types and counters follow telephony.md 1.4/1.5 (Twilio: camelCase, string counters)
 and 2.2/2.3 (Telnyx: snake_case, top-level ``stream_id``). Outbound media uses pre-encoded base64 so the
-per-frame cost is one string format.
+per-frame cost is one bytes format. Messages are built as UTF-8 bytes, what the socket sends.
 """
 
 from __future__ import annotations
@@ -38,8 +38,17 @@ class ClearOut:
 GatewayMessage = MediaOut | MarkOut | ClearOut
 
 
-def _json(obj: Any) -> str:
-    return orjson.dumps(obj).decode("utf-8")
+def _json(obj: Any) -> bytes:
+    return orjson.dumps(obj)
+
+
+def _media_format(fields: bytes, stream_key: str, stream_id: str) -> bytes:
+    """A media message template taking (sequence number, chunk, timestamp, base64 payload)."""
+    tail = orjson.dumps({stream_key: stream_id})[1:].replace(b"%", b"%%")
+    return (
+        b'{"event":"media","' + fields + b'":"%d","media":{"track":"inbound","chunk":"%d",'
+        b'"timestamp":"%d","payload":"%s"},' + tail
+    )
 
 
 def _decode_payload(payload: Any) -> bytes:
@@ -72,6 +81,20 @@ def _load(text: str | bytes) -> dict[str, Any]:
     return msg
 
 
+# Media messages a stream already accepted, by their exact text, with what parse() made of them.
+# Gateway media messages carry no counters, and an echo returns the same few payloads (digital
+# silence above all), so most arrive byte for byte again: one dict lookup then stands for the JSON
+# parse, the field checks and the base64 decode. Only accepted media messages are kept, so a hit is
+# exactly what parsing would return; a few small ones per stream bound the memory.
+_KNOWN_LIMIT = 16
+_KNOWN_MAX_BYTES = 1024
+
+
+def _remember(known: dict[str | bytes, MediaOut], text: str | bytes, message: GatewayMessage) -> None:
+    if type(message) is MediaOut and len(text) <= _KNOWN_MAX_BYTES and len(known) < _KNOWN_LIMIT:
+        known[text] = message
+
+
 def _mark_name(msg: dict[str, Any]) -> str:
     mark = msg.get("mark")
     if not isinstance(mark, dict) or not isinstance(mark.get("name"), str):
@@ -82,21 +105,25 @@ def _mark_name(msg: dict[str, Any]) -> str:
 class TwilioWire:
     """One Twilio media stream: counters, message builders, and strict checking of gateway messages."""
 
+    __slots__ = ("_chunk", "_media_fmt", "_seq", "account_sid", "call_sid", "known_media", "stream_sid")
+
     def __init__(self, account_sid: str, call_sid: str, stream_sid: str) -> None:
         self.account_sid = account_sid
         self.call_sid = call_sid
         self.stream_sid = stream_sid
+        self._media_fmt = _media_format(b"sequenceNumber", "streamSid", stream_sid)
         self._seq = 0
         self._chunk = 0
+        self.known_media: dict[str | bytes, MediaOut] = {}  # see _remember
 
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
 
-    def connected(self) -> str:
+    def connected(self) -> bytes:
         return _json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
 
-    def start(self, custom_parameters: dict[str, str]) -> str:
+    def start(self, custom_parameters: dict[str, str]) -> bytes:
         return _json(
             {
                 "event": "start",
@@ -113,16 +140,12 @@ class TwilioWire:
             }
         )
 
-    def media(self, payload_b64: str) -> str:
+    def media(self, payload_b64: bytes) -> bytes:
         self._seq += 1
-        self._chunk += 1
-        return (
-            f'{{"event":"media","sequenceNumber":"{self._seq}","media":{{"track":"inbound",'
-            f'"chunk":"{self._chunk}","timestamp":"{(self._chunk - 1) * 20}","payload":"{payload_b64}"}},'
-            f'"streamSid":"{self.stream_sid}"}}'
-        )
+        chunk = self._chunk = self._chunk + 1
+        return self._media_fmt % (self._seq, chunk, (chunk - 1) * 20, payload_b64)
 
-    def dtmf(self, digit: str) -> str:
+    def dtmf(self, digit: str) -> bytes:
         return _json(
             {
                 "event": "dtmf",
@@ -132,7 +155,7 @@ class TwilioWire:
             }
         )
 
-    def mark(self, name: str) -> str:
+    def mark(self, name: str) -> bytes:
         return _json(
             {
                 "event": "mark",
@@ -142,7 +165,7 @@ class TwilioWire:
             }
         )
 
-    def stop(self) -> str:
+    def stop(self) -> bytes:
         return _json(
             {
                 "event": "stop",
@@ -152,12 +175,20 @@ class TwilioWire:
             }
         )
 
-    def error(self, code: str, title: str, detail: str) -> str | None:
+    def error(self, code: str, title: str, detail: str) -> bytes | None:
         """Twilio reports protocol problems out of band (debugger warnings), never on the socket."""
         return None
 
     def parse(self, text: str | bytes) -> GatewayMessage:
         """Only ``media``/``mark``/``clear`` with exactly the documented fields and our streamSid."""
+        known = self.known_media.get(text)
+        if known is not None:
+            return known
+        message = self._parse(text)
+        _remember(self.known_media, text, message)
+        return message
+
+    def _parse(self, text: str | bytes) -> GatewayMessage:
         msg = _load(text)
         event = msg.get("event")
         if msg.get("streamSid") != self.stream_sid:
@@ -179,6 +210,11 @@ class TwilioWire:
 
 class TelnyxWire:
     """One Telnyx media stream (RTP bidirectional mode)."""
+
+    __slots__ = (
+        "_chunk", "_media_fmt", "_out_bps", "_seq", "call_control_id", "call_session_id", "encoding",
+        "from_", "known_media", "sample_rate", "stream_id", "to", "user_id",
+    )  # fmt: skip
 
     # Telnyx: "RTP media chunks sent back to Telnyx can contain 20 milliseconds to 30 seconds of audio."
     MIN_CHUNK_S = 0.020
@@ -205,17 +241,19 @@ class TelnyxWire:
         self.encoding = encoding
         self.sample_rate = sample_rate
         self._out_bps = outbound_bytes_per_second
+        self._media_fmt = _media_format(b"sequence_number", "stream_id", stream_id)
         self._seq = 0
         self._chunk = 0
+        self.known_media: dict[str | bytes, MediaOut] = {}  # see _remember
 
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
 
-    def connected(self) -> str:
+    def connected(self) -> bytes:
         return _json({"event": "connected", "version": "1.0.0"})
 
-    def start(self, custom_parameters: dict[str, str]) -> str:
+    def start(self, custom_parameters: dict[str, str]) -> bytes:
         return _json(
             {
                 "event": "start",
@@ -237,16 +275,12 @@ class TelnyxWire:
             }
         )
 
-    def media(self, payload_b64: str) -> str:
+    def media(self, payload_b64: bytes) -> bytes:
         self._seq += 1
-        self._chunk += 1
-        return (
-            f'{{"event":"media","sequence_number":"{self._seq}","media":{{"track":"inbound",'
-            f'"chunk":"{self._chunk}","timestamp":"{(self._chunk - 1) * 20}","payload":"{payload_b64}"}},'
-            f'"stream_id":"{self.stream_id}"}}'
-        )
+        chunk = self._chunk = self._chunk + 1
+        return self._media_fmt % (self._seq, chunk, (chunk - 1) * 20, payload_b64)
 
-    def dtmf(self, digit: str) -> str:
+    def dtmf(self, digit: str) -> bytes:
         return _json(
             {
                 "event": "dtmf",
@@ -257,7 +291,7 @@ class TelnyxWire:
             }
         )
 
-    def mark(self, name: str) -> str:
+    def mark(self, name: str) -> bytes:
         # UNVERIFIED (telephony.md 2.2): exact mark-callback field set; modelled on the other frames.
         return _json(
             {
@@ -268,7 +302,7 @@ class TelnyxWire:
             }
         )
 
-    def stop(self) -> str:
+    def stop(self) -> bytes:
         return _json(
             {
                 "event": "stop",
@@ -278,7 +312,7 @@ class TelnyxWire:
             }
         )
 
-    def error(self, code: str, title: str, detail: str) -> str | None:
+    def error(self, code: str, title: str, detail: str) -> bytes | None:
         return _json(
             {
                 "stream_id": self.stream_id,
@@ -290,6 +324,14 @@ class TelnyxWire:
 
     def parse(self, text: str | bytes) -> GatewayMessage:
         """``media``/``mark``/``clear``; ``stream_id`` optional (Pipecat omits it) but must match if given."""
+        known = self.known_media.get(text)
+        if known is not None:
+            return known
+        message = self._parse(text)
+        _remember(self.known_media, text, message)
+        return message
+
+    def _parse(self, text: str | bytes) -> GatewayMessage:
         msg = _load(text)
         event = msg.get("event")
         if "stream_id" in msg and msg["stream_id"] != self.stream_id:

@@ -54,6 +54,9 @@ _MAX_CONTROL_PAYLOAD = 125
 _MAX_RESPONSE_HEAD = 16 * 1024
 
 MessageHandler = Callable[[int, bytes], None]
+_pack_head16 = struct.Struct("!BBH").pack
+_pack_head64 = struct.Struct("!BBQ").pack
+_random_key = random.getrandbits
 
 
 class FrameError(Exception):
@@ -78,15 +81,17 @@ class FrameParser:
     says why, and the messages completed before it in the same bytes are still returned.
     """
 
-    __slots__ = ("_buf", "_frag_len", "_frag_op", "_frag_parts", "_max", "error")
+    __slots__ = ("_buf", "_frag_len", "_frag_op", "_frag_parts", "_max", "error", "idle", "max_message_bytes")
 
     def __init__(self, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self._buf = b""
-        self._max = max_message_bytes
+        self._max = self.max_message_bytes = max_message_bytes
         self._frag_op = 0  # opcode of the data message being reassembled, 0 when none
         self._frag_parts: list[bytes] = []
         self._frag_len = 0
         self.error: FrameError | None = None
+        # Nothing buffered, no fragmented message open, no error: the next bytes start a frame.
+        self.idle = True
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         out: list[tuple[int, bytes]] = []
@@ -98,8 +103,10 @@ class FrameParser:
         except FrameError as exc:
             self.error = exc
             self._buf = b""
+            self.idle = False
             return out
         self._buf = buf[pos:] if pos < len(buf) else b""
+        self.idle = not self._buf and not self._frag_op
         return out
 
     def _parse(self, buf: bytes, out: list[tuple[int, bytes]]) -> int:
@@ -174,10 +181,10 @@ def encode_frame(opcode: int, payload: bytes) -> bytes:
     if length < 126:
         header = bytes((0x80 | opcode, 0x80 | length))
     elif length < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, 0xFE, length)
+        header = _pack_head16(0x80 | opcode, 0xFE, length)
     else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 0xFF, length)
-    key = random.randbytes(4)
+        header = _pack_head64(0x80 | opcode, 0xFF, length)
+    key = _random_key(32).to_bytes(4, "little")
     return header + key + apply_mask(payload, key)
 
 
@@ -260,6 +267,12 @@ class ClientWebSocket(asyncio.Protocol):
     ``protocol_error`` is set. ``exception`` is what ended the TCP connection, if anything did.
     """
 
+    __slots__ = (
+        "_close_sent", "_done", "_gone", "_handler", "_handshake", "_head", "_key", "_loop", "_lost",
+        "_parser", "_request", "_transport", "_upgraded", "_writable", "close_code", "close_reason",
+        "closed", "closed_at", "exception", "protocol_error",
+    )  # fmt: skip
+
     def __init__(self, key: str, request: bytes, max_message_bytes: int) -> None:
         self._key = key
         self._request = request
@@ -273,6 +286,7 @@ class ClientWebSocket(asyncio.Protocol):
         self._done: asyncio.Future[None] = self._loop.create_future()
         self._gone: asyncio.Future[None] = self._loop.create_future()  # TCP closed
         self._close_sent = False
+        self._writable = False  # upgraded, no close frame sent, TCP not gone, buffer below high water
         self._lost = False  # connection_lost was called
         self.closed = False
         self.closed_at: float | None = None  # time.monotonic() when ``closed`` turned True
@@ -329,14 +343,19 @@ class ClientWebSocket(asyncio.Protocol):
         """Writes one text message (UTF-8 bytes); False when it cannot go now.
 
         Never waits: a server that stops reading gets messages refused once ``MAX_UNSENT_BYTES``
-        are queued, instead of stalling every other call's pacing.
+        are queued (the transport's high-water mark), instead of stalling every other call's pacing.
         """
-        transport = self._transport
-        if self._close_sent or transport is None or transport.is_closing():
+        if not self._writable:
             return False
-        if transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
-            return False
-        transport.write(encode_frame(OP_TEXT, text))
+        length = len(text)  # encode_frame, inlined for the per-frame path
+        if length < 126:
+            header = bytes((0x81, 0x80 | length))
+        elif length < 65536:
+            header = _pack_head16(0x81, 0xFE, length)
+        else:
+            header = _pack_head64(0x81, 0xFF, length)
+        key = _random_key(32).to_bytes(4, "little")
+        self._transport.write(header + key + apply_mask(text, key))  # type: ignore[union-attr]  # set with _writable
         return True
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
@@ -362,24 +381,46 @@ class ClientWebSocket(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tr = self._transport = cast(asyncio.Transport, transport)  # uvloop's is no asyncio.Transport subclass
+        tr.set_write_buffer_limits(high=MAX_UNSENT_BYTES)
         sock = tr.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # marks must not wait for Nagle
         tr.write(self._request)
 
     def data_received(self, data: bytes) -> None:
-        if self._handler is not None:
+        handler = self._handler
+        if handler is not None:
+            # A call's usual read is exactly one whole, unmasked, unfragmented text frame of under
+            # 64 KiB: handled here without the parser's loop (anything else goes to the parser).
+            parser = self._parser
+            size = len(data)
+            if parser.idle and size > 3 and data[0] == 0x81 and not self.closed:
+                length = data[1]  # > 126: a 64-bit length or the mask bit (a violation): the parser's
+                head = 2
+                if length == 126:
+                    length = (data[2] << 8) | data[3]
+                    head = 4
+                if size == head + length and data[1] <= 126 and length <= parser.max_message_bytes:
+                    handler(OP_TEXT, data[head:])
+                    return
             self._feed(data)
         elif self._upgraded:
             self._head += data  # arrived before start() although reading was paused
         else:
             self._on_response(data)
 
+    def pause_writing(self) -> None:
+        self._writable = False
+
+    def resume_writing(self) -> None:
+        self._writable = self._upgraded and not (self._close_sent or self._lost)
+
     def eof_received(self) -> bool | None:
         return None  # close the transport: the server is done
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        self._writable = False
         if not self._gone.done():
             self._gone.set_result(None)
         if exc is not None and self.exception is None:
@@ -405,6 +446,7 @@ class ClientWebSocket(asyncio.Protocol):
             self._fail_handshake(exc)
             return
         self._upgraded = True
+        self._writable = True
         assert self._transport is not None
         self._transport.pause_reading()
         self._handshake.set_result(None)
@@ -455,6 +497,7 @@ class ClientWebSocket(asyncio.Protocol):
     def _send_close(self, code: int | None, reason: str = "") -> None:
         if not self._close_sent:
             self._close_sent = True
+            self._writable = False
             self._write(encode_frame(OP_CLOSE, b"" if code is None else close_payload(code, reason)))
 
     def _write(self, frame: bytes) -> None:

@@ -25,6 +25,19 @@ def test_marks_echo_when_play_head_passes_them() -> None:
     assert buf.busy_until() == 10.15
 
 
+def test_mark_due_at_tracks_the_oldest_pending_mark() -> None:
+    buf = PlayoutBuffer(8000)
+    assert buf.mark_due_at == float("inf")
+    buf.enqueue_audio(10.0, b"\xff" * 800)
+    buf.enqueue_mark(10.0, "first")  # due 10.1
+    buf.enqueue_audio(10.0, b"\xff" * 400)
+    buf.enqueue_mark(10.0, "second")  # due 10.15
+    assert buf.mark_due_at == 10.1
+    assert buf.due_marks(10.12) == ["first"] and buf.mark_due_at == 10.15
+    buf.clear(10.13)
+    assert buf.mark_due_at == float("inf")
+
+
 def test_clear_drops_audio_and_returns_every_pending_mark() -> None:
     buf = PlayoutBuffer(8000, keep_audio=True)
     buf.enqueue_audio(0.0, b"\x01" * 800)

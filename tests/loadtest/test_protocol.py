@@ -7,6 +7,7 @@ import base64
 import orjson
 import pytest
 
+from loadtest.audio import PcmClip, ToneBursts, build_track
 from loadtest.carriers.markup import MarkupError, Refusal, StreamTarget, parse_answer
 from loadtest.carriers.signing import telnyx_private_key, telnyx_signature, twilio_signature
 from loadtest.carriers.wire import ClearOut, MarkOut, MediaOut, ProtocolViolation, TelnyxWire, TwilioWire
@@ -72,7 +73,7 @@ def test_twilio_messages_have_documented_shapes() -> None:
     assert start["sequenceNumber"] == "1" and start["streamSid"] == "MZ1"
     assert start["start"]["mediaFormat"] == {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
     assert start["start"]["customParameters"] == {"call_id": "c"}
-    m1, m2 = orjson.loads(wire.media("//8=")), orjson.loads(wire.media("//8="))
+    m1, m2 = orjson.loads(wire.media(b"//8=")), orjson.loads(wire.media(b"//8="))
     assert m1["media"] == {"track": "inbound", "chunk": "1", "timestamp": "0", "payload": "//8="}
     assert (m2["sequenceNumber"], m2["media"]["chunk"], m2["media"]["timestamp"]) == ("3", "2", "20")
     assert orjson.loads(wire.dtmf("5"))["dtmf"] == {"track": "inbound_track", "digit": "5"}
@@ -113,3 +114,36 @@ def test_telnyx_messages_and_parse() -> None:
     assert wire.parse('{"event":"clear"}') == ClearOut()
     err = orjson.loads(wire.error("100003", "malformed_frame", "x") or "")
     assert err["error"] == {"title": "malformed_frame", "code": "100003", "detail": "x"}
+
+
+def test_accepted_media_messages_are_remembered_and_nothing_else() -> None:
+    wire = TwilioWire("AC1", "CA1", "MZ1")
+    text = b'{"event":"media","streamSid":"MZ1","media":{"payload":"//8="}}'
+    first = wire.parse(text)
+    assert wire.parse(text) is first == MediaOut(b"\xff\xff")
+    assert list(wire.known_media) == [text]
+    wire.parse(b'{"event":"mark","streamSid":"MZ1","mark":{"name":"x"}}')
+    big = b'{"event":"media","streamSid":"MZ1","media":{"payload":"' + b"/" * 2000 + b'"}}'
+    wire.parse(big)
+    bad = b'{"event":"media","streamSid":"MZ2","media":{"payload":"//8="}}'
+    for _ in range(2):  # a violation is reported every time, never remembered
+        with pytest.raises(ProtocolViolation):
+            wire.parse(bad)
+    assert list(wire.known_media) == [text]
+    for i in range(40):  # bounded
+        wire.parse(b'{"event":"media","streamSid":"MZ1","media":{"payload":"' + b"%04d" % i + b'"}}')
+    assert len(wire.known_media) == 16
+
+
+def test_tracks_play_in_order_loop_or_end_in_silence_and_are_shared() -> None:
+    tone = build_track(ToneBursts(first_at_ms=40, period_ms=100, burst_ms=40), "PCMU", 8000)
+    frames, wrap = tone.playlist()
+    assert [onset for _, onset in frames] == [False, False, True, False, False, False, False]
+    assert wrap == 2  # the lead-in plays once, then the 5-frame period repeats
+    assert build_track(ToneBursts(first_at_ms=40, period_ms=100, burst_ms=40), "PCMU", 8000) is tone
+    clip = PcmClip(b"\x10\x00" * 400, loop=False)  # 50 ms: three frames, the last padded
+    frames, wrap = build_track(clip, "PCMU", 8000).playlist()
+    assert len(frames) == 4 and wrap == 3  # then silence for ever
+    assert base64.b64decode(frames[3][0]) == b"\xff" * 160
+    frames, wrap = build_track(PcmClip(b"\x10\x00" * 400), "PCMU", 8000).playlist()
+    assert len(frames) == 3 and wrap == 0

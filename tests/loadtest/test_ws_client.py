@@ -234,6 +234,8 @@ async def test_fragments_reassembled_around_an_interleaved_ping_and_long_lengths
         (server_frame(OP_CLOSE, b"\x03"), 1002, "1-byte body"),
         (server_frame(OP_CLOSE, struct.pack("!H", 1000) + b"\xff"), 1007, "not UTF-8"),
         (server_frame(OP_TEXT, b"x" * 2000), 1009, "larger than"),
+        # 16-bit length 248 with the mask bit: byte 1 is 0xFE, so 2 + 254 = 256 = the frame's size
+        (server_frame(OP_TEXT, b"x" * 248, mask=b"abcd"), 1002, "must not be masked"),
     ],
 )
 async def test_protocol_errors_fail_the_connection(
@@ -331,6 +333,21 @@ async def test_close_without_an_answer_times_out_as_abnormal(monkeypatch: pytest
         await sock.close()
         assert (await peer.frame())[1] == OP_CLOSE
         assert sock.close_code == 1006 and await peer.reader.read() == b""
+
+
+async def test_a_server_that_stops_reading_gets_sends_refused_not_buffered_for_ever() -> None:
+    async with RawServer() as server:
+        sock, peer, _ = await _connected(server)
+        chunk = b"x" * 65_000
+        sent = 0
+        for _ in range(2000):  # the kernel's buffers fill first, then the transport's 256 KiB
+            if not sock.send_text(chunk):
+                break
+            sent += 1
+            await asyncio.sleep(0)
+        assert 0 < sent < 2000
+        assert (await peer.frame())[2] == chunk  # reading resumes: the queued frames are intact
+        peer.writer.close()
 
 
 async def test_tcp_drop_is_abnormal_closure() -> None:
