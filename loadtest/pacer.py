@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 import logging
 import math
 import time
@@ -50,7 +49,11 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 
 class Pacer:
-    """Drives many :class:`PacedStream`s from one task; starts on the first ``add`` and idles when empty."""
+    """Drives many :class:`PacedStream`s from one task; starts on the first ``add`` and idles when empty.
+
+    Streams wait in per-tick buckets (lists keyed by grid index, with a heap of the indices in use):
+    a frame costs a list append, not a push and a pop on a heap of every stream.
+    """
 
     def __init__(
         self, tick_s: float = 0.002, clock: Clock = time.monotonic, sleep: Sleep = _loop_sleep
@@ -59,8 +62,8 @@ class Pacer:
         self.clock = clock
         self._sleep = sleep
         self._base = clock()
-        self._heap: list[tuple[float, int, PacedStream]] = []
-        self._seq = itertools.count()
+        self._buckets: dict[int, list[tuple[float, PacedStream]]] = {}
+        self._keys: list[int] = []  # heap of the bucket indices in use
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Future[None] | None = None
         self.wakeups = 0
@@ -71,40 +74,56 @@ class Pacer:
         return self._base + math.ceil((t - self._base) / self.tick_s) * self.tick_s
 
     def add(self, stream: PacedStream, first_due: float) -> None:
-        heapq.heappush(self._heap, (first_due, next(self._seq), stream))
+        self._put(first_due, stream)
         if self._wake is not None:
             _resolve(self._wake)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="loadtest-pacer")
 
+    def _put(self, due: float, stream: PacedStream) -> None:
+        # The grid point at or after ``due``; the epsilon keeps t0 + n * 20 ms, on the grid up to
+        # rounding, in its own tick.
+        key = math.ceil((due - self._base) / self.tick_s - 1e-6)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            self._buckets[key] = [(due, stream)]
+            heapq.heappush(self._keys, key)
+        else:
+            bucket.append((due, stream))
+
     async def _run(self) -> None:
-        heap = self._heap
+        keys = self._keys
+        buckets = self._buckets
         clock = self.clock
+        put = self._put
         loop = asyncio.get_running_loop()
-        while heap:
-            delay = heap[0][0] - clock()
+        while keys:
+            tick_at = self._base + keys[0] * self.tick_s
+            delay = tick_at - clock()
             if delay > 0:
                 self._wake = loop.create_future()
                 await self._sleep(delay, self._wake)
                 self._wake = None
                 continue
             self.wakeups += 1
-            now = clock()
-            # Pop the whole batch first: a stream that is behind sends one frame per batch, and the
-            # loop gets control back between batches, so replies are read even while catching up.
-            ready = []
-            while heap and heap[0][0] <= now:
-                ready.append(heapq.heappop(heap))
-            for due, seq, stream in ready:
-                try:
-                    next_due = stream.on_due(due)
-                except Exception:
-                    # A broken stream must not stop the others; it reports its own failure.
-                    log.exception("paced stream failed; dropping it")
-                    continue
-                if next_due is not None:
-                    heapq.heappush(heap, (next_due, seq, stream))
-            if heap and heap[0][0] <= clock():
+            # Every tick that is due forms one batch: a stream that is behind sends one frame per
+            # batch, and the loop gets control back between batches, so replies are read even
+            # while catching up (and catching up never waits a loop iteration per tick).
+            now_key = (clock() - self._base) / self.tick_s
+            batch = [buckets.pop(heapq.heappop(keys))]
+            while keys and keys[0] <= now_key:
+                batch.append(buckets.pop(heapq.heappop(keys)))
+            for bucket in batch:
+                for due, stream in bucket:
+                    try:
+                        next_due = stream.on_due(due)
+                    except Exception:
+                        # A broken stream must not stop the others; it reports its own failure.
+                        log.exception("paced stream failed; dropping it")
+                        continue
+                    if next_due is not None:
+                        put(next_due, stream)
+            if keys and self._base + keys[0] * self.tick_s <= clock():
                 await asyncio.sleep(0)
 
     async def join(self) -> None:
@@ -114,7 +133,8 @@ class Pacer:
 
     async def aclose(self) -> None:
         """Stops driving streams (used at the end of a run)."""
-        self._heap.clear()
+        self._buckets.clear()
+        self._keys.clear()
         if self._task is not None:
             if self._wake is not None:
                 _resolve(self._wake)

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 FRAME_S = FRAME_MS / 1000
 _NEVER = 1 << 62  # a frame index no call reaches
+_DETECT_BATCH = 4  # received frames of sound fed to the tone detector at once, at most
 _JITTER_GAIN = 1 / 16  # RFC 3550 interarrival-jitter smoothing
 # How far before a chunk's first sample an estimated onset may fall and still belong to that chunk.
 ONSET_SLACK_S = 0.002
@@ -223,12 +224,13 @@ class _Call:
     """
 
     __slots__ = (
-        "_chunks", "_clock", "_closing", "_detector", "_dtmf", "_dtmf_frame", "_dtmf_next",
-        "_frame_bytes", "_frame_i", "_frames", "_frames_wrap", "_held", "_known_media",
-        "_last_arrival", "_last_duration", "_match_window", "_n", "_out_bps", "_out_encoding",
-        "_out_rate", "_pacer", "_plan", "_playout", "_received", "_reorder_every", "_result",
-        "_send_refused", "_sending_done", "_sent_bursts", "_silent_frame", "_silent_samples",
-        "_t0", "_tap", "_total_frames", "_wire", "_ws",
+        "_bytes_per_sample", "_chunks", "_clock", "_closing", "_detect_pending",
+        "_detect_pending_samples", "_detector", "_dtmf", "_dtmf_frame", "_dtmf_next", "_frame_bytes",
+        "_frame_i", "_frames", "_frames_wrap", "_held", "_known_media", "_last_arrival",
+        "_last_duration", "_match_window", "_n", "_out_bps", "_out_encoding", "_out_rate", "_pacer",
+        "_plan", "_playout", "_received", "_reorder_every", "_result", "_send_refused", "_sending_done",
+        "_sent_bursts", "_silent_frame", "_silent_samples", "_t0", "_tap", "_total_frames", "_wire",
+        "_ws",
     )  # fmt: skip
 
     def __init__(
@@ -276,6 +278,9 @@ class _Call:
             self._match_window = 0.9 * tone.period_ms / 1000
         # Most returned frames of an echo are digital silence; spotting them by bytes skips all maths.
         self._silent_samples = out_rate * FRAME_MS // 1000
+        self._bytes_per_sample = 2 if out_encoding == "L16" else 1
+        self._detect_pending: list[bytes] = []  # received sound not yet fed to the detector
+        self._detect_pending_samples = 0
         self._silent_frame = silence(out_encoding, self._silent_samples)
         self._held: bytes | None = None
         self._sent_bursts: deque[float] = deque()
@@ -486,10 +491,28 @@ class _Call:
         detector = self._detector
         if detector is None:
             return
-        if audio == self._silent_frame and detector.skip_silence(self._silent_samples):
+        silent = audio == self._silent_frame
+        pending = self._detect_pending
+        if silent and not pending and detector.skip_silence(self._silent_samples):
             return
-        self._chunks.append(_Chunk(detector.position, now, play_start))
-        for onset in detector.feed(decode_to_float(audio, self._out_encoding)):
+        # Sound is demodulated in batches: a burst's frames and the silence that ends it in one
+        # feed, not one each (a feed's cost is mostly per numpy call, not per sample). Onsets are
+        # placed by sample position and chunk arrival, so deferring them changes no figure.
+        self._chunks.append(_Chunk(detector.position + self._detect_pending_samples, now, play_start))
+        pending.append(audio)
+        self._detect_pending_samples += size // self._bytes_per_sample
+        if silent or len(pending) >= _DETECT_BATCH:
+            self._detect()
+
+    def _detect(self) -> None:
+        """Feeds the frames waiting for the tone detector; matches the onsets it finds."""
+        pending = self._detect_pending
+        if self._detector is None or not pending:
+            return
+        samples = decode_to_float(b"".join(pending), self._out_encoding)
+        pending.clear()
+        self._detect_pending_samples = 0
+        for onset in self._detector.feed(samples):
             self._match_onset(onset)
 
     def _match_onset(self, onset: float) -> None:
@@ -524,6 +547,7 @@ class _Call:
         result.add_error(f"protocol violation: {what}")
 
     def _finish(self) -> None:
+        self._detect()
         result = self._result
         result.bursts_lost += len(self._sent_bursts)
         self._sent_bursts.clear()

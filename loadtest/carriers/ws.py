@@ -81,11 +81,11 @@ class FrameParser:
     says why, and the messages completed before it in the same bytes are still returned.
     """
 
-    __slots__ = ("_buf", "_frag_len", "_frag_op", "_frag_parts", "_max", "error", "idle", "max_message_bytes")
+    __slots__ = ("_buf", "_frag_len", "_frag_op", "_frag_parts", "error", "idle", "max_message_bytes")
 
     def __init__(self, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self._buf = b""
-        self._max = self.max_message_bytes = max_message_bytes
+        self.max_message_bytes = max_message_bytes
         self._frag_op = 0  # opcode of the data message being reassembled, 0 when none
         self._frag_parts: list[bytes] = []
         self._frag_len = 0
@@ -145,8 +145,8 @@ class FrameParser:
                     raise FrameError(CLOSE_PROTOCOL_ERROR, "fragmented control frame")
             elif opcode > OP_BINARY:
                 raise FrameError(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
-            elif self._frag_len + length > self._max:
-                raise FrameError(CLOSE_TOO_BIG, f"message larger than {self._max} bytes")
+            elif self._frag_len + length > self.max_message_bytes:
+                raise FrameError(CLOSE_TOO_BIG, f"message larger than {self.max_message_bytes} bytes")
             frame_end = head + length
             if frame_end > end:
                 break
@@ -390,19 +390,31 @@ class ClientWebSocket(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         handler = self._handler
         if handler is not None:
-            # A call's usual read is exactly one whole, unmasked, unfragmented text frame of under
-            # 64 KiB: handled here without the parser's loop (anything else goes to the parser).
             parser = self._parser
-            size = len(data)
-            if parser.idle and size > 3 and data[0] == 0x81 and not self.closed:
-                length = data[1]  # > 126: a 64-bit length or the mask bit (a violation): the parser's
-                head = 2
-                if length == 126:
-                    length = (data[2] << 8) | data[3]
-                    head = 4
-                if size == head + length and data[1] <= 126 and length <= parser.max_message_bytes:
-                    handler(OP_TEXT, data[head:])
+            if parser.idle and not self.closed:
+                # A call's usual read is one or a few whole, unmasked, unfragmented text frames of
+                # under 64 KiB: handled here without the parser's general loop, which gets the rest.
+                size = len(data)
+                limit = parser.max_message_bytes
+                pos = 0
+                while size - pos > 3 and data[pos] == 0x81:
+                    length = data[pos + 1]  # > 126: a 64-bit length or the mask bit (a violation)
+                    if length < 126:
+                        head = pos + 2
+                    elif length == 126:
+                        length = (data[pos + 2] << 8) | data[pos + 3]
+                        head = pos + 4
+                    else:
+                        break
+                    end = head + length
+                    if end > size or length > limit:
+                        break
+                    handler(OP_TEXT, data[head:end])
+                    pos = end
+                if pos == size:
                     return
+                if pos:
+                    data = data[pos:]
             self._feed(data)
         elif self._upgraded:
             self._head += data  # arrived before start() although reading was paused

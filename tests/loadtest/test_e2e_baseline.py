@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -60,6 +61,7 @@ async def test_run_load_and_report(baseline: str, tmp_path: Path) -> None:
     seen: list[Progress] = []
     report = await run_load(config, progress=seen.append)
     assert report.placed == 4 and report.failed == 0 and report.refused == 0
+    assert gc.get_freeze_count() == 0  # frozen while the calls streamed, given back at the end
     assert report.return_ratio >= 0.99
     assert report.latency.count == 4
     assert seen and seen[-1].placed == 4

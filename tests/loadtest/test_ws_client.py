@@ -220,6 +220,22 @@ async def test_fragments_reassembled_around_an_interleaved_ping_and_long_lengths
         assert not sock.send_text(b"late")
 
 
+async def test_several_frames_per_read_and_frames_split_across_reads() -> None:
+    async with RawServer() as server:
+        _, peer, inbox = await _connected(server)
+        texts = [b"a" * n for n in (1, 125, 126, 300, 5)]
+        wire = b"".join(server_frame(OP_TEXT, t) for t in texts)
+        tail = server_frame(OP_TEXT, b"t" * 200)
+        peer.send(wire + tail[:7])  # whole frames, then the start of one
+        await peer.writer.drain()
+        await asyncio.sleep(0.05)
+        peer.send(tail[7:] + server_frame(OP_PING, b"p") + server_frame(OP_TEXT, b"end"))
+        await _until(lambda: len(inbox.messages) == 7)
+        assert inbox.messages == [(OP_TEXT, t) for t in [*texts, b"t" * 200, b"end"]]
+        assert await peer.frame() == (True, OP_PONG, b"p")
+        peer.writer.close()
+
+
 @pytest.mark.parametrize(
     "frame,code,reason",
     [
