@@ -115,7 +115,7 @@ class MediaSocket:
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         """Bytes from the connection. Returns ``(eof, tail)`` as aiohttp's hook expects; eof stops
         aiohttp from passing more (after a close frame or an error)."""
-        if self.closed:
+        if self._close_received.done():
             return True, b""
         try:
             messages = self._parser.feed(data)
@@ -124,18 +124,21 @@ class MediaSocket:
             self.protocol_error = exc
             self._send_close(exc.close_code, exc.reason)
             self._set_closed(exc.close_code)
+            self._close_received.set_result(None)  # a broken peer's close is not waited for
             return True, b""
         return (True, b"") if self._deliver(messages) else (False, b"")
 
     def _deliver(self, messages: list[tuple[int, bytes]]) -> bool:
-        """Hand data messages to the handler and answer control frames; True once closed."""
+        """Hand data messages to the handler and answer control frames; True once the peer's
+        close frame came. After our own close only that frame matters: reading goes on for it,
+        so ``close()`` returns as soon as the carrier answers."""
         for opcode, payload in messages:
-            if self.closed:
-                return True
             if opcode <= OP_TEXT + 1:  # text or binary
-                self._on_message(opcode, payload)
+                if not self.closed:
+                    self._on_message(opcode, payload)
             elif opcode == OP_PING:
-                self._write(encode_frame(OP_PONG, payload))
+                if not self._close_sent:
+                    self._write(encode_frame(OP_PONG, payload))
             elif opcode == OP_CLOSE:
                 try:
                     code, _ = parse_close(payload)
@@ -144,9 +147,9 @@ class MediaSocket:
                     code = exc.close_code
                 self._send_close(CLOSE_NORMAL if code == CLOSE_NO_STATUS else code)  # the reply echoes it
                 self._set_closed(code)
-                if not self._close_received.done():
-                    self._close_received.set_result(None)
-        return self.closed
+                self._close_received.set_result(None)
+                return True
+        return False
 
     def feed_eof(self) -> None:
         """The connection is gone (aiohttp's ``connection_lost``)."""

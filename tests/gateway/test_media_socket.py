@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
-from gateway.media_socket import MediaSocket
+from gateway.media_socket import CLOSE_WAIT_S, MediaSocket
 
 MAX = 1000
 CLOSES = web.AppKey("closes", list[tuple[int | None, object]])
@@ -82,12 +82,18 @@ async def test_client_close_is_echoed(url: str) -> None:
 
 
 async def test_server_close_carries_code_and_reason(url: str) -> None:
+    loop = asyncio.get_running_loop()
     async with connect(url) as ws:
+        asked = loop.time()
         await ws.send("close-me")
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 3.0)
+        # The client answered at once; the server's close() returns on that answer (then aiohttp
+        # drops TCP), not after waiting out CLOSE_WAIT_S for an answer it already had.
+        assert loop.time() - asked < CLOSE_WAIT_S / 2
     assert closed.value.rcvd is not None
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4401, "stream token forged")
+    assert url_app[url][CLOSES] == [(4401, None)]
 
 
 async def test_oversize_message_closes_with_1009(url: str) -> None:
