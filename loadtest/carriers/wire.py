@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -90,9 +91,17 @@ _KNOWN_LIMIT = 16
 _KNOWN_MAX_BYTES = 1024
 
 
-def _remember(known: dict[str | bytes, MediaOut], text: str | bytes, message: GatewayMessage) -> None:
+def _memo_parse(
+    known: dict[str | bytes, MediaOut], text: str | bytes, parse: Callable[[str | bytes], GatewayMessage]
+) -> GatewayMessage:
+    """``parse(text)``, answered from ``known`` when this exact media message was parsed before."""
+    seen = known.get(text)
+    if seen is not None:
+        return seen
+    message = parse(text)
     if type(message) is MediaOut and len(text) <= _KNOWN_MAX_BYTES and len(known) < _KNOWN_LIMIT:
         known[text] = message
+    return message
 
 
 def _mark_name(msg: dict[str, Any]) -> str:
@@ -114,7 +123,7 @@ class TwilioWire:
         self._media_fmt = _media_format(b"sequenceNumber", "streamSid", stream_sid)
         self._seq = 0
         self._chunk = 0
-        self.known_media: dict[str | bytes, MediaOut] = {}  # see _remember
+        self.known_media: dict[str | bytes, MediaOut] = {}  # see _memo_parse
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -181,12 +190,7 @@ class TwilioWire:
 
     def parse(self, text: str | bytes) -> GatewayMessage:
         """Only ``media``/``mark``/``clear`` with exactly the documented fields and our streamSid."""
-        known = self.known_media.get(text)
-        if known is not None:
-            return known
-        message = self._parse(text)
-        _remember(self.known_media, text, message)
-        return message
+        return _memo_parse(self.known_media, text, self._parse)
 
     def _parse(self, text: str | bytes) -> GatewayMessage:
         msg = _load(text)
@@ -244,7 +248,7 @@ class TelnyxWire:
         self._media_fmt = _media_format(b"sequence_number", "stream_id", stream_id)
         self._seq = 0
         self._chunk = 0
-        self.known_media: dict[str | bytes, MediaOut] = {}  # see _remember
+        self.known_media: dict[str | bytes, MediaOut] = {}  # see _memo_parse
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -324,12 +328,7 @@ class TelnyxWire:
 
     def parse(self, text: str | bytes) -> GatewayMessage:
         """``media``/``mark``/``clear``; ``stream_id`` optional (Pipecat omits it) but must match if given."""
-        known = self.known_media.get(text)
-        if known is not None:
-            return known
-        message = self._parse(text)
-        _remember(self.known_media, text, message)
-        return message
+        return _memo_parse(self.known_media, text, self._parse)
 
     def _parse(self, text: str | bytes) -> GatewayMessage:
         msg = _load(text)
