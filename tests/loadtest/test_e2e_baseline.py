@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import gc
 import time
 from collections.abc import AsyncIterator
@@ -253,6 +254,18 @@ async def test_cli_runs_against_baseline(
     assert (out / "report.html").exists()
 
 
+@contextlib.asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    """A one-test fake gateway on a free port; yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
 async def test_telnyx_reorders_frames_when_asked() -> None:
     chunks: list[int] = []
 
@@ -275,16 +288,9 @@ async def test_telnyx_reorders_frames_when_asked() -> None:
     app = web.Application()
     app.router.add_post("/telnyx/voice", voice)
     app.router.add_get("/telnyx/media", media)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
-        async with aiohttp.ClientSession() as session:
-            plan = CallPlan(carrier="telnyx", duration_s=1.0, reorder_every=10)
-            r = await place_call(session, url, plan, credentials=CREDS)
-    finally:
-        await runner.cleanup()
+    async with serve(app) as url, aiohttp.ClientSession() as session:
+        plan = CallPlan(carrier="telnyx", duration_s=1.0, reorder_every=10)
+        r = await place_call(session, url, plan, credentials=CREDS)
     assert r.errors == [] and r.frames_sent == 50
     assert sorted(chunks) == list(range(1, 51))
     swapped = [i for i in range(49) if chunks[i] > chunks[i + 1]]
@@ -326,17 +332,10 @@ async def test_broken_framing_is_a_violation_and_the_tap_sees_messages() -> None
     app = web.Application()
     app.router.add_post("/twilio/voice", voice)
     app.router.add_get("/twilio/media", media)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
     tap = Tap()
-    try:
-        async with aiohttp.ClientSession() as session:
-            url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            plan = CallPlan(duration_s=5.0, hangup=False)
-            r = await place_call(session, url, plan, credentials=CREDS, tap=tap)
-    finally:
-        await runner.cleanup()
+    async with serve(app) as url, aiohttp.ClientSession() as session:
+        plan = CallPlan(duration_s=5.0, hangup=False)
+        r = await place_call(session, url, plan, credentials=CREDS, tap=tap)
     assert r.protocol_violations == 3 and r.ended_by == "error" and r.close_code == 1002
     assert any("binary frame" in e for e in r.errors)
     assert any("WebSocket framing: server frames must not be masked" in e for e in r.errors)

@@ -41,6 +41,16 @@ from loadtest.carriers.ws import (
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
+def accept_for(request: bytes) -> bytes:
+    """Sec-WebSocket-Accept for an upgrade request, computed here (not by the code under test)."""
+    key = next(
+        line.split(b":", 1)[1].strip()
+        for line in request.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key:")
+    )
+    return base64.b64encode(hashlib.sha1(key + GUID).digest())
+
+
 def server_frame(
     opcode: int, payload: bytes, fin: bool = True, rsv: int = 0, mask: bytes | None = None
 ) -> bytes:
@@ -109,12 +119,7 @@ class RawServer:
         if self.response is not None:
             writer.write(self.response)
         else:
-            key = next(
-                line.split(b":", 1)[1].strip()
-                for line in request.split(b"\r\n")
-                if line.lower().startswith(b"sec-websocket-key:")
-            )
-            accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+            accept = accept_for(request)
             writer.write(
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
@@ -279,12 +284,7 @@ async def test_messages_in_the_same_segment_as_the_101_wait_for_start() -> None:
             reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         ) -> None:
             request = await reader.readuntil(b"\r\n\r\n")
-            key = next(
-                line.split(b":", 1)[1].strip()
-                for line in request.split(b"\r\n")
-                if line.lower().startswith(b"sec-websocket-key:")
-            )
-            accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+            accept = accept_for(request)
             writer.write(
                 b"HTTP/1.1 101 Switching Protocols\r\nupgrade: WebSocket\r\n"
                 b"connection: keep-alive, upgrade\r\n"
@@ -328,8 +328,7 @@ async def test_negotiated_extension_is_refused() -> None:
     class Greedy(RawServer):
         async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             request = await reader.readuntil(b"\r\n\r\n")
-            key = request.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0]
-            accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+            accept = accept_for(request)
             writer.write(
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 b"Sec-WebSocket-Extensions: permessage-deflate\r\nSec-WebSocket-Accept: "
