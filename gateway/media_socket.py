@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable
 
 from aiohttp import web
@@ -26,6 +25,7 @@ from gateway.ws_frames import (
     CLOSE_ABNORMAL,
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
+    OP_BINARY,
     OP_CLOSE,
     OP_PING,
     OP_PONG,
@@ -36,8 +36,6 @@ from gateway.ws_frames import (
     encode_frame,
     parse_close,
 )
-
-log = logging.getLogger(__name__)
 
 CLOSE_WAIT_S = 1.0  # how long our close waits for the carrier's close frame before dropping TCP
 
@@ -133,7 +131,7 @@ class MediaSocket:
         close frame came. After our own close only that frame matters: reading goes on for it,
         so ``close()`` returns as soon as the carrier answers."""
         for opcode, payload in messages:
-            if opcode <= OP_TEXT + 1:  # text or binary
+            if opcode <= OP_BINARY:  # a data message: text or binary
                 if not self.closed:
                     self._on_message(opcode, payload)
             elif opcode == OP_PING:
