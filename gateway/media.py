@@ -39,8 +39,8 @@ from gateway.carriers.twilio import TwilioStream
 from gateway.media_socket import MediaSocket
 from gateway.security import TokenError, verify_stream_token
 from gateway.session import CallSession
-from gateway.ws_frames import OP_TEXT
 from providers.base import MULAW_8000, Audio, AudioFormat
+from providers.ws_frames import OP_TEXT
 from storage.billing import BILLING_FAILED_EVENT, BillableCall, bill_call
 from storage.calls import claim_call, finish_call_stmt
 from storage.ids import now_s

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from aiohttp import web
 from websockets.utils import accept_key
 
-from gateway.ws_frames import (
+from providers.ws_frames import (
     CLOSE_ABNORMAL,
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,

@@ -478,6 +478,7 @@ class CallSession:
         self._to_carrier = None
 
     def _collect_usage(self, provider: ProviderSession) -> None:
+        self.stats.frames_dropped += provider.frames_dropped
         u = provider.usage
         for key, value in (
             ("audio_in_ms", u.audio_in_ms),

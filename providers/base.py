@@ -227,6 +227,13 @@ class Notice:
 ProviderEvent = AudioOut | Mark | Interrupt | Transcript | ToolCall | Hangup | Failure | Notice
 
 
+def excerpt(text: str | bytes, limit: int = 200) -> str:
+    """The start of a message a decoder could not use, as text for a ``Notice`` (events are JSON)."""
+    if isinstance(text, bytes):
+        return text[:limit].decode("utf-8", "replace")
+    return text[:limit]
+
+
 @dataclass(slots=True)
 class UsageFacts:
     """What the provider consumed, for usage rows. Adapters add to it as the call goes."""
@@ -300,10 +307,12 @@ class ProviderSession(ABC):
 
     def __init__(self) -> None:
         self.usage = UsageFacts()
-        # Set by the call session while it is attached: an in-process provider may hand it an
-        # event directly (True = taken) when nothing is queued in ``events()`` and the reader of
-        # ``events()`` is waiting, so order holds and no task switch is spent per frame.
+        # Set by the call session while it is attached: a provider whose events come from
+        # callbacks may hand it one directly (True = taken) when nothing is queued in ``events()``
+        # and the reader of ``events()`` is waiting, so order holds and no task switch is spent
+        # per frame (``providers/event_feed.py``).
         self.deliver_now: Callable[[ProviderEvent], bool] | None = None
+        self.frames_dropped = 0  # caller audio the provider could not take in time (not read)
 
     @abstractmethod
     async def send_audio(self, audio: Audio) -> None:

@@ -13,8 +13,6 @@ honours the same event semantics as a real agent so tests can drive every sessio
 
 from __future__ import annotations
 
-import asyncio
-import collections
 from collections.abc import AsyncIterator
 
 from providers.base import (
@@ -27,6 +25,7 @@ from providers.base import (
     ProviderSession,
     Transcript,
 )
+from providers.event_feed import EventFeed
 
 _QUEUE_LIMIT = 500  # ~10 s of 20 ms frames; the oldest frame is dropped beyond it
 
@@ -41,28 +40,15 @@ class EchoSession(ProviderSession):
         self._interrupt_digit = str(cfg.get("interrupt_digit", "*"))
         self._hangup_digit = str(cfg.get("hangup_digit", "#"))
         self._mute_digit = cfg.get("mute_digit")
-        self._queue: collections.deque[ProviderEvent | None] = collections.deque()
-        self._wakeup: asyncio.Future[None] | None = None
+        self._feed = EventFeed(self)
         self._closed = False
         self._muted = False
         self.dropped = 0
 
-    def _push(self, event: ProviderEvent | None) -> None:
-        waiter = self._wakeup
-        if (
-            waiter is not None  # the session's pump is parked in events(), so nothing is in flight
-            and not self._queue
-            and event is not None
-            and self.deliver_now is not None
-            and self.deliver_now(event)
-        ):
-            return
-        if len(self._queue) >= _QUEUE_LIMIT:
-            self._queue.popleft()
+    def _push(self, event: ProviderEvent) -> None:
+        if self._feed.push(event) > _QUEUE_LIMIT:
+            self._feed.drop_oldest()
             self.dropped += 1
-        self._queue.append(event)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     async def send_audio(self, audio: Audio) -> None:
         self.send_audio_nowait(audio)
@@ -85,27 +71,13 @@ class EchoSession(ProviderSession):
         elif self._mute_digit is not None and digit == str(self._mute_digit):
             self._muted = True
 
-    async def events(self) -> AsyncIterator[ProviderEvent]:
-        loop = asyncio.get_running_loop()
-        queue = self._queue
-        while True:
-            while queue:
-                event = queue.popleft()
-                if event is None:
-                    return
-                yield event
-                if isinstance(event, Hangup):
-                    return
-            if self._closed:
-                return
-            self._wakeup = loop.create_future()
-            await self._wakeup
-            self._wakeup = None
+    def events(self) -> AsyncIterator[ProviderEvent]:
+        return self._feed.events()
 
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._push(None)
+            self._feed.end()
 
 
 async def connect(ctx: ProviderContext) -> ProviderSession:

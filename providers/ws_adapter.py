@@ -1,9 +1,10 @@
-"""The I/O shell shared by WebSocket provider adapters: connect deadline, error classes, one reader.
+"""The I/O shell shared by WebSocket provider adapters: connect deadline, error classes, delivery.
 
 Adapters keep their wire format in a sans-I/O ``protocol`` module; what is left is the same for
 every WebSocket provider: map HTTP statuses and socket failures to ``ErrorKind``s so the router
-reacts correctly, read the socket from exactly one task (``events()``), and close promptly from
-any task without losing the "who ended it" distinction that failover depends on.
+reacts correctly, decode each message as the socket parses it and hand its events to the
+session in order (``events()``), and close promptly from any task without losing the "who ended
+it" distinction that failover depends on.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ import aiohttp
 import orjson
 
 from providers.base import Audio, AudioOut, ErrorKind, ProviderError, ProviderEvent, ProviderSession
+from providers.event_feed import EventFeed
+from providers.ws_client import HandshakeError, ProviderSocket
+from providers.ws_frames import OP_BINARY, OP_TEXT
 
 logger = logging.getLogger(__name__)
 
-CLOSE_TIMEOUT_S = 1.0  # close() must be prompt even when the provider never answers the close frame
-MAX_MSG_SIZE = 16 * 1024 * 1024
+BACKLOG_PAUSE = 200  # events waiting for the pump before the socket stops reading (~4 s of audio)
+BACKLOG_RESUME = 50
 
 
 def kind_for_status(status: int) -> ErrorKind:
@@ -60,7 +64,7 @@ async def connect_deadline(provider: str, deadline_s: float) -> AsyncIterator[No
     except TimeoutError:
         logger.warning("%s connect timed out after %.1fs", provider, deadline_s)
         raise ProviderError(ErrorKind.TIMEOUT, f"{provider}: no answer within {deadline_s:.1f}s") from None
-    except aiohttp.WSServerHandshakeError as exc:
+    except HandshakeError as exc:
         kind = kind_for_status(exc.status)
         logger.warning("%s refused the WebSocket upgrade: HTTP %s", provider, exc.status)
         raise ProviderError(kind, f"{provider}: WebSocket upgrade refused with HTTP {exc.status}") from None
@@ -89,21 +93,12 @@ async def post_json(
     return parsed
 
 
-async def open_ws(
-    http: aiohttp.ClientSession, url: str, headers: Mapping[str, str] | None = None
-) -> aiohttp.ClientWebSocketResponse:
-    return await http.ws_connect(
-        url,
-        headers=headers,
-        autoping=True,
-        heartbeat=None,
-        max_msg_size=MAX_MSG_SIZE,
-        timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT_S),
-    )
+async def open_ws(url: str, headers: Mapping[str, str] | None = None) -> ProviderSocket:
+    return await ProviderSocket.connect(url, headers)
 
 
 async def await_ready(
-    ws: aiohttp.ClientWebSocketResponse,
+    ws: ProviderSocket,
     provider: str,
     ready: str,
     refusal: Callable[[dict[str, Any]], ProviderError | None],
@@ -111,13 +106,13 @@ async def await_ready(
     """Read handshake replies until the JSON message of type ``ready``; ``refusal`` turns a message
     that says no into the error to raise. A close first is ``PROVIDER_DOWN``."""
     while True:
-        msg = await ws.receive()
-        if msg.type is aiohttp.WSMsgType.BINARY:
+        opcode, data = await ws.receive()
+        if opcode == OP_BINARY:
             continue
-        if msg.type is not aiohttp.WSMsgType.TEXT:
+        if opcode != OP_TEXT:
             raise ProviderError(ErrorKind.PROVIDER_DOWN, f"{provider}: closed {ws.close_code} before {ready}")
         try:
-            message = orjson.loads(msg.data)
+            message = orjson.loads(data)
         except orjson.JSONDecodeError:
             continue
         if not isinstance(message, dict):
@@ -130,96 +125,106 @@ async def await_ready(
 
 
 class WsProviderSession(ProviderSession):
-    """A provider session over one WebSocket; subclasses decode messages and classify the end."""
+    """A provider session over one WebSocket; subclasses decode messages and classify the end.
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    Every parsed message is decoded as it arrives (``_on_text``/``_on_binary`` are synchronous;
+    replies such as tool results are sent at once) and its events go through an ``EventFeed``:
+    agent audio reaches the carrier without a task switch while the session's pump is idle.
+    Caller audio is written straight to the socket (``send_audio_nowait``).
+    """
+
+    def __init__(self, ws: ProviderSocket) -> None:
         super().__init__()
         self._ws = ws
         self._closing = False
+        self._feed = EventFeed(self)
 
     # -- subclass hooks ----------------------------------------------------------------------------
+    @abstractmethod
+    def send_audio_nowait(self, audio: Audio) -> bool:
+        """Encode and write one caller frame (``_send_audio``); always True: nothing to await."""
+
     @abstractmethod
     def _on_binary(self, data: bytes) -> Sequence[ProviderEvent]:
         """Events for one binary frame."""
 
     @abstractmethod
-    async def _on_text(self, text: str) -> Sequence[ProviderEvent]:
-        """Events for one text frame (may send replies, e.g. tool results)."""
+    def _on_text(self, text: bytes) -> Sequence[ProviderEvent]:
+        """Events for one text frame (UTF-8 bytes); may send replies, e.g. tool results."""
 
     @abstractmethod
     def _on_end(self, code: int | None, reason: str) -> ProviderEvent | None:
         """The provider closed the socket: ``Hangup`` for its normal end, else ``Failure``
         (None when a message already announced the end)."""
 
-    async def _goodbye(self) -> None:
+    def _goodbye(self) -> None:
         """What the protocol says before we close (e.g. an end-call message)."""
 
     # -- shared shell ------------------------------------------------------------------------------
-    async def _send_str(self, text: str) -> None:
-        """Send unless closing; a dead socket is reported by ``events()``, not by the sender."""
-        if self._ws.closed:
-            return
-        with contextlib.suppress(ConnectionError, aiohttp.ClientError):
-            await self._ws.send_str(text)
+    async def send_audio(self, audio: Audio) -> None:
+        self.send_audio_nowait(audio)
 
-    async def _send_replies(self, outbox: list[str] | list[bytes]) -> None:
+    def _send_audio(self, message: str | bytes) -> None:
+        """One caller audio message (text); dropped and counted when the provider stopped reading."""
+        if not self._ws.send_text(message, droppable=True) and not self._ws.closed:
+            self.frames_dropped += 1
+
+    def _send_audio_binary(self, data: bytes) -> None:
+        if not self._ws.send_binary(data, droppable=True) and not self._ws.closed:
+            self.frames_dropped += 1
+
+    def _send_str(self, text: str | bytes) -> None:
+        """A control message; a dead socket is reported by ``events()``, not by the sender."""
+        self._ws.send_text(text)
+
+    def _send_replies(self, outbox: list[str] | list[bytes]) -> None:
         """Send what a codec queued while decoding (in order), emptying its queue."""
-        replies = outbox[:]
+        for reply in outbox:
+            self._ws.send_text(reply)
         outbox.clear()
-        for reply in replies:
-            await self._send_str(reply if isinstance(reply, str) else reply.decode())
 
-    async def _send_bytes(self, data: bytes) -> None:
-        if self._ws.closed:
-            return
-        with contextlib.suppress(ConnectionError, aiohttp.ClientError):
-            await self._ws.send_bytes(data)
+    def _on_message(self, opcode: int, data: bytes) -> None:
+        events = self._on_binary(data) if opcode == OP_BINARY else self._on_text(data)
+        feed = self._feed
+        for event in events:
+            if feed.push(event) >= BACKLOG_PAUSE:
+                self._ws.pause_reading()
+
+    def _on_socket_closed(self) -> None:
+        if not self._closing:
+            ws = self._ws
+            final = self._on_end(ws.close_code, ws.close_reason)
+            if final is not None:
+                self._feed.push(final)
+        self._feed.end()
 
     async def events(self) -> AsyncIterator[ProviderEvent]:
         ws = self._ws
-        reason = ""
-        while True:
-            msg = await ws.receive()
-            kind = msg.type
-            if kind is aiohttp.WSMsgType.BINARY:
-                for event in self._on_binary(msg.data):
-                    yield event
-            elif kind is aiohttp.WSMsgType.TEXT:
-                for event in await self._on_text(msg.data):
-                    yield event
-            else:
-                if kind is aiohttp.WSMsgType.CLOSE:
-                    reason = str(msg.extra or "")
-                elif kind is aiohttp.WSMsgType.ERROR:
-                    reason = f"socket error: {ws.exception()!r}"
-                break
-        if self._closing:
-            return
-        with contextlib.suppress(Exception):
-            await ws.close()
-        final = self._on_end(ws.close_code, reason)
-        if final is not None:
-            yield final
+        ws.start(self._on_message, self._on_socket_closed)
+        feed = self._feed
+        async for event in feed.events():
+            yield event
+            if len(feed) < BACKLOG_RESUME:
+                ws.resume_reading()
 
     async def close(self) -> None:
         if self._closing:
             return
         self._closing = True
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await self._goodbye()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await self._ws.close()
+            self._goodbye()
+        await self._ws.close()
+        self._feed.end()
 
 
 class RawAudioWsSession(WsProviderSession):
     """A session whose audio is bare binary frames both ways, already in the negotiated formats
     (Retell, Vapi): only text frames need a protocol decoder."""
 
-    async def send_audio(self, audio: Audio) -> None:
+    def send_audio_nowait(self, audio: Audio) -> bool:
         self.usage.audio_in_ms += audio.duration_ms
-        await self._send_bytes(audio.raw)
+        self._send_audio_binary(audio.raw)
+        return True
 
     def _on_binary(self, data: bytes) -> Sequence[ProviderEvent]:
         audio = Audio(self.output_format, raw=data)

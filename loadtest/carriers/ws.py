@@ -6,7 +6,7 @@ async send path; at ~300 calls that alone filled the generator's core. Here the 
 request written by hand, received frames are parsed in ``data_received`` and handed to the call
 synchronously, and a send writes one masked frame straight to the transport.
 
-The framing is loadtest's own rather than the gateway's ``gateway/ws_frames.py`` (same sans-I/O
+The framing is loadtest's own rather than the gateway's ``providers/ws_frames.py`` (same sans-I/O
 shape): the generator checks the gateway's frames, so it must not share the code it checks, and
 nothing in loadtest imports the gateway. It is the client half only: server frames are never
 masked, ours always are, and since no extension or subprotocol is offered none may be negotiated.

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
-
-import aiohttp
+from collections.abc import Sequence
 
 from providers.base import (
     Audio,
@@ -27,6 +25,8 @@ from providers.base import (
 from providers.bolna import protocol
 from providers.history import history_text
 from providers.ws_adapter import WsProviderSession, connect_deadline, open_ws, ws_url_from_http
+from providers.ws_client import ProviderSocket
+from providers.ws_frames import OP_CLOSE, OP_TEXT
 
 logger = logging.getLogger(__name__)
 
@@ -37,50 +37,45 @@ class BolnaSession(WsProviderSession):
     name = "bolna"
 
     def __init__(
-        self, ws: aiohttp.ClientWebSocketResponse, codec: DialectCodec, early: Sequence[ProviderEvent] = ()
+        self, ws: ProviderSocket, codec: DialectCodec, early: Sequence[ProviderEvent] = ()
     ) -> None:
         super().__init__(ws)
         self.codec = codec
         self.input_format = codec.input_format
         self.output_format = codec.output_format
-        self._early = list(early)  # events that arrived while we waited for the handshake reply
+        for event in early:  # events that arrived while we waited for the handshake reply
+            self._feed.push(event)
 
-    async def send_audio(self, audio: Audio) -> None:
+    def send_audio_nowait(self, audio: Audio) -> bool:
         self.usage.audio_in_ms += audio.duration_ms
-        await self._send_str(self.codec.media(audio))
+        self._send_audio(self.codec.media(audio))
+        return True
 
     async def send_dtmf(self, digit: str) -> None:
         message = self.codec.dtmf(digit)
         if message is not None:
-            await self._send_str(message)
+            self._send_str(message)
 
     async def on_mark(self, name: str) -> None:
-        await self._send_str(self.codec.mark(name))
+        self._send_str(self.codec.mark(name))
 
     def _on_binary(self, data: bytes) -> Sequence[ProviderEvent]:
         return ()  # Bolna sends text frames only
 
-    async def _on_text(self, text: str) -> Sequence[ProviderEvent]:
+    def _on_text(self, text: bytes) -> Sequence[ProviderEvent]:
         events = self.codec.decode(text)
         for event in events:
             if isinstance(event, AudioOut):
                 self.usage.audio_out_ms += event.audio.duration_ms
         return events
 
-    async def events(self) -> AsyncIterator[ProviderEvent]:
-        early, self._early = self._early, []
-        for event in early:
-            yield event
-        async for event in super().events():
-            yield event
-
     def _on_end(self, code: int | None, reason: str) -> ProviderEvent | None:
         return protocol.end_event(code, reason)
 
-    async def _goodbye(self) -> None:
+    def _goodbye(self) -> None:
         stop = self.codec.stop()
         if stop is not None:
-            await self._send_str(stop)
+            self._send_str(stop)
 
 
 def _codec_for(ctx: ProviderContext) -> DialectCodec:
@@ -119,29 +114,29 @@ async def connect(ctx: ProviderContext) -> BolnaSession:
     headers = {"Authorization": f"Bearer {ctx.api_key}"} if ctx.api_key else None
     early: list[ProviderEvent] = []
     async with connect_deadline("bolna", ctx.connect_timeout):
-        ws = await open_ws(ctx.http, url, headers)
+        ws = await open_ws(url, headers)
         try:
             for message in codec.opening():
-                await ws.send_str(message)
+                ws.send_text(message)
             if isinstance(codec, protocol.WebDialect):
                 await _await_ack(ws, codec, early)
         except BaseException:
-            await ws.close()
+            ws.abort()
             raise
     logger.info("bolna call %s connected to agent %s (%s)", ctx.call_id, agent_id, codec.input_format)
     return BolnaSession(ws, codec, early)
 
 
 async def _await_ack(
-    ws: aiohttp.ClientWebSocketResponse, codec: protocol.WebDialect, early: list[ProviderEvent]
+    ws: ProviderSocket, codec: protocol.WebDialect, early: list[ProviderEvent]
 ) -> None:
     while True:
-        msg = await ws.receive()
-        if msg.type is aiohttp.WSMsgType.TEXT:
-            if codec.handshake_reply(msg.data):
+        opcode, data = await ws.receive()
+        if opcode == OP_TEXT:
+            if codec.handshake_reply(data):
                 return
-            early.extend(codec.decode(msg.data))
-        elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+            early.extend(codec.decode(data))
+        elif opcode == OP_CLOSE:
             code = ws.close_code
             kind = ErrorKind.CONFIG if code == 1008 else ErrorKind.PROVIDER_DOWN
             raise ProviderError(kind, f"bolna closed the socket before acknowledging init (code {code})")

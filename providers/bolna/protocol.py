@@ -35,6 +35,7 @@ from providers.base import (
     Notice,
     ProviderEvent,
     Transcript,
+    excerpt,
 )
 
 Dialect = Literal["twilio", "default"]
@@ -59,7 +60,7 @@ def end_event(code: int | None, reason: str) -> ProviderEvent:
     return Failure(ErrorKind.PROVIDER_DOWN, detail)
 
 
-def _loads(text: str) -> dict[str, Any] | None:
+def _loads(text: str | bytes) -> dict[str, Any] | None:
     try:
         msg = orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -142,10 +143,10 @@ class TwilioDialect:
         }
         return orjson.dumps(msg).decode()
 
-    def decode(self, text: str) -> list[ProviderEvent]:
+    def decode(self, text: str | bytes) -> list[ProviderEvent]:
         msg = _loads(text)
         if msg is None:
-            return [Notice("bolna_unparsable", {"text": text[:200]})]
+            return [Notice("bolna_unparsable", {"text": excerpt(text)})]
         event = msg.get("event")
         if event == "media":
             media = msg.get("media")
@@ -161,7 +162,7 @@ class TwilioDialect:
             return [Interrupt("user_speech")]
         return [Notice("bolna_unknown", {"event": event})]
 
-    def handshake_reply(self, text: str) -> bool:
+    def handshake_reply(self, text: str | bytes) -> bool:
         return True  # the Twilio dialect has no handshake reply
 
 
@@ -188,10 +189,10 @@ class WebDialect:
     def stop(self) -> str | None:
         return None  # web clients just close
 
-    def decode(self, text: str) -> list[ProviderEvent]:
+    def decode(self, text: str | bytes) -> list[ProviderEvent]:
         msg = _loads(text)
         if msg is None:
-            return [Notice("bolna_unparsable", {"text": text[:200]})]
+            return [Notice("bolna_unparsable", {"text": excerpt(text)})]
         kind = msg.get("type")
         if kind == "audio":
             data = msg.get("data")
@@ -210,7 +211,7 @@ class WebDialect:
             return []
         return [Notice("bolna_unknown", {"type": kind})]
 
-    def handshake_reply(self, text: str) -> bool:
+    def handshake_reply(self, text: str | bytes) -> bool:
         """True once Bolna acknowledged ``init``."""
         msg = _loads(text)
         return msg is not None and msg.get("type") == "ack"

@@ -1,4 +1,4 @@
-"""Deepgram Voice Agent client: a thin aiohttp shell around ``DeepgramCodec``.
+"""Deepgram Voice Agent client: a thin shell (providers/ws_client.py) around ``DeepgramCodec``.
 
 Config: ``ctx.voice_config`` ``prompt``, ``first_message``, ``resume_message`` (greeting after a
 failover), ``voice_id`` (Aura model), ``listen_model``, ``think_provider``/``think_model``,
@@ -9,13 +9,9 @@ failover), ``voice_id`` (Aura model), ``listen_model``, ``think_provider``/``thi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
-
-import aiohttp
-from aiohttp import WSMsgType
 
 from providers.base import Audio, AudioFormat, ErrorKind, ProviderContext, ProviderError, ProviderEvent
 from providers.deepgram.protocol import (
@@ -29,6 +25,7 @@ from providers.deepgram.protocol import (
     settings_message,
 )
 from providers.ws_adapter import WsProviderSession, await_ready, connect_deadline, open_ws, ws_url_from_http
+from providers.ws_client import ProviderSocket
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +36,7 @@ class DeepgramSession(WsProviderSession):
     name = "deepgram"
 
     def __init__(
-        self, ws: aiohttp.ClientWebSocketResponse, fmt: AudioFormat, ctx: ProviderContext, hangup_tool: str
+        self, ws: ProviderSocket, fmt: AudioFormat, ctx: ProviderContext, hangup_tool: str
     ) -> None:
         super().__init__(ws)
         self.input_format = fmt
@@ -49,10 +46,11 @@ class DeepgramSession(WsProviderSession):
         self._last_sent = self._loop.time()
         self._keepalive = self._loop.create_task(self._keep_alive())
 
-    async def send_audio(self, audio: Audio) -> None:
+    def send_audio_nowait(self, audio: Audio) -> bool:
         self.usage.audio_in_ms += audio.duration_ms
         self._last_sent = self._loop.time()
-        await self._send_bytes(audio.raw)
+        self._send_audio_binary(audio.raw)
+        return True
 
     async def _keep_alive(self) -> None:
         """One timer per session: KeepAlive only when the caller leg stopped sending audio."""
@@ -60,18 +58,18 @@ class DeepgramSession(WsProviderSession):
             idle = self._loop.time() - self._last_sent
             if idle >= KEEPALIVE_INTERVAL_S:
                 self._last_sent = self._loop.time()
-                await self._send_str(KEEPALIVE)
+                self._send_str(KEEPALIVE)
                 idle = 0.0
             await asyncio.sleep(KEEPALIVE_INTERVAL_S - idle)
 
     def _on_binary(self, data: bytes) -> Sequence[ProviderEvent]:
         return (self.codec.audio(data),)
 
-    async def _on_text(self, text: str) -> Sequence[ProviderEvent]:
+    def _on_text(self, text: bytes) -> Sequence[ProviderEvent]:
         codec = self.codec
         events = codec.text(text)
         if codec.outbox:
-            await self._send_replies(codec.outbox)
+            self._send_replies(codec.outbox)
         return events
 
     def _on_end(self, code: int | None, reason: str) -> ProviderEvent:
@@ -114,13 +112,12 @@ async def connect(ctx: ProviderContext) -> DeepgramSession:
     ws = None
     try:
         async with connect_deadline("deepgram", ctx.connect_timeout):
-            ws = await open_ws(ctx.http, base + CONVERSE_PATH, headers)
-            await ws.send_frame(settings, WSMsgType.TEXT)
+            ws = await open_ws(base + CONVERSE_PATH, headers)
+            ws.send_text(settings)
             await await_ready(ws, "deepgram", "SettingsApplied", _refusal)
     except BaseException:
         if ws is not None:
-            with contextlib.suppress(Exception):
-                await ws.close()
+            ws.abort()
         raise
     log.info("deepgram session for call %s: %s both ways", ctx.call_id, fmt)
     return DeepgramSession(ws, fmt, ctx, hangup_tool)

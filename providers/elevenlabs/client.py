@@ -1,4 +1,4 @@
-"""ElevenLabs Agents WebSocket client: a thin aiohttp shell around ``ElevenLabsCodec``.
+"""ElevenLabs Agents WebSocket client: a thin shell (providers/ws_client.py) around ``ElevenLabsCodec``.
 
 Config (``ctx.voice_config`` first, then ``ctx.config``): ``agent_id`` (required), optional
 ``voice_id``, ``first_message``, ``language``, ``prompt``, ``dynamic_variables``, ``resume_message``
@@ -15,9 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
 import orjson
-from aiohttp import WSMsgType
 
 from providers.base import Audio, ErrorKind, ProviderContext, ProviderError, ProviderEvent
 from providers.elevenlabs.protocol import (
@@ -38,6 +36,8 @@ from providers.ws_adapter import (
     open_ws,
     ws_url_from_http,
 )
+from providers.ws_client import ProviderSocket
+from providers.ws_frames import OP_BINARY, OP_TEXT
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class ElevenLabsSession(WsProviderSession):
     name = "elevenlabs"
 
     def __init__(
-        self, ws: aiohttp.ClientWebSocketResponse, start: SessionStart, ctx: ProviderContext
+        self, ws: ProviderSocket, start: SessionStart, ctx: ProviderContext
     ) -> None:
         super().__init__(ws)
         self.input_format = start.input_format
@@ -54,18 +54,19 @@ class ElevenLabsSession(WsProviderSession):
         self.conversation_id = start.conversation_id
         self.codec = ElevenLabsCodec(start.output_format, ctx.config.get("tools") or {}, self.usage)
 
-    async def send_audio(self, audio: Audio) -> None:
+    def send_audio_nowait(self, audio: Audio) -> bool:
         self.usage.audio_in_ms += audio.duration_ms
-        await self._send_str(user_audio_message(audio.b64))
+        self._send_audio(user_audio_message(audio.b64))
+        return True
 
     def _on_binary(self, data: bytes) -> Sequence[ProviderEvent]:
         return ()  # the contract defines text frames only
 
-    async def _on_text(self, text: str) -> Sequence[ProviderEvent]:
+    def _on_text(self, text: bytes) -> Sequence[ProviderEvent]:
         codec = self.codec
         event = codec.decode(text)
         if codec.outbox:
-            await self._send_replies(codec.outbox)
+            self._send_replies(codec.outbox)
         return () if event is None else (event,)
 
     def _on_end(self, code: int | None, reason: str) -> ProviderEvent:
@@ -91,23 +92,23 @@ async def _signed_url(ctx: ProviderContext, http_base: str, agent_id: str) -> st
     return str(signed)  # opaque: used exactly as returned
 
 
-async def _await_metadata(ws: aiohttp.ClientWebSocketResponse) -> SessionStart:
+async def _await_metadata(ws: ProviderSocket) -> SessionStart:
     """Read until ``conversation_initiation_metadata``; a close before it is a classified error."""
     error_text = ""
     error_type = ""
     while True:
-        msg = await ws.receive()
-        if msg.type is WSMsgType.BINARY:
+        opcode, data = await ws.receive()
+        if opcode == OP_BINARY:
             continue
-        if msg.type is not WSMsgType.TEXT:
+        if opcode != OP_TEXT:
             code = ws.close_code
-            reason = str(msg.extra or "") if msg.type is WSMsgType.CLOSE else ""
+            reason = ws.close_reason
             raise ProviderError(
                 classify(code, f"{reason} {error_text}", error_type),
                 f"elevenlabs: closed {code} before session start: {error_text or reason or 'no reason'}",
             )
         try:
-            message = orjson.loads(msg.data)
+            message = orjson.loads(data)
         except orjson.JSONDecodeError:
             continue
         kind = message.get("type") if isinstance(message, dict) else None
@@ -122,7 +123,7 @@ async def _await_metadata(ws: aiohttp.ClientWebSocketResponse) -> SessionStart:
             error_type = str(body.get("error_type") or "")
         elif kind == "ping":
             event_id = (message.get("ping_event") or {}).get("event_id")
-            await ws.send_frame(orjson.dumps({"type": "pong", "event_id": event_id}), WSMsgType.TEXT)
+            ws.send_text(orjson.dumps({"type": "pong", "event_id": event_id}))
 
 
 async def connect(ctx: ProviderContext) -> ElevenLabsSession:
@@ -140,12 +141,12 @@ async def connect(ctx: ProviderContext) -> ElevenLabsSession:
                 url = await _signed_url(ctx, http_base, str(agent_id))
             else:
                 url = f"{ws_url_from_http(http_base)}{CONVERSATION_PATH}?{urlencode({'agent_id': agent_id})}"
-            ws = await open_ws(ctx.http, url)
-            await ws.send_frame(first, WSMsgType.TEXT)
+            ws = await open_ws(url)
+            ws.send_text(first)
             start = await _await_metadata(ws)
     except BaseException:
         if ws is not None:
-            await ws.close()
+            ws.abort()
         raise
     log.info(
         "elevenlabs conversation %s for call %s: in %s, out %s",

@@ -1,4 +1,4 @@
-"""OpenAI Realtime WebSocket client: a thin aiohttp shell around ``OpenAICodec``.
+"""OpenAI Realtime WebSocket client: a thin shell (providers/ws_client.py) around ``OpenAICodec``.
 
 Config: ``ctx.config`` / ``ctx.voice_config`` ``dialect`` (``ga`` default, ``beta``), ``model``,
 ``voice``, ``audio_format`` (force ``pcm16_24000`` to benchmark transcoding), ``tools`` (name →
@@ -10,14 +10,10 @@ after a failover (the history is replayed as conversation items).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
-
-import aiohttp
-from aiohttp import WSMsgType
 
 from providers.base import Audio, AudioFormat, ErrorKind, ProviderContext, ProviderError, ProviderEvent
 from providers.openai.protocol import (
@@ -36,6 +32,7 @@ from providers.openai.protocol import (
     session_update,
 )
 from providers.ws_adapter import WsProviderSession, await_ready, connect_deadline, open_ws, ws_url_from_http
+from providers.ws_client import ProviderSocket
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +42,7 @@ class OpenAISession(WsProviderSession):
 
     def __init__(
         self,
-        ws: aiohttp.ClientWebSocketResponse,
+        ws: ProviderSocket,
         ctx: ProviderContext,
         dialect: Dialect,
         fmt: AudioFormat,
@@ -58,18 +55,19 @@ class OpenAISession(WsProviderSession):
         tools = ctx.config.get("tools") or {}
         self.codec = OpenAICodec(dialect, fmt, tools, hangup_tool, self.usage, ctx.playback)
 
-    async def send_audio(self, audio: Audio) -> None:
+    def send_audio_nowait(self, audio: Audio) -> bool:
         self.usage.audio_in_ms += audio.duration_ms
-        await self._send_str(append_message(audio.b64))
+        self._send_audio(append_message(audio.b64))
+        return True
 
     def _on_binary(self, data: bytes) -> Sequence[ProviderEvent]:
         return ()  # the protocol is text JSON only
 
-    async def _on_text(self, text: str) -> Sequence[ProviderEvent]:
+    def _on_text(self, text: bytes) -> Sequence[ProviderEvent]:
         codec = self.codec
         events = codec.decode(text)
         if codec.outbox:
-            await self._send_replies(codec.outbox)
+            self._send_replies(codec.outbox)
         return events
 
     def _on_end(self, code: int | None, reason: str) -> ProviderEvent:
@@ -130,16 +128,15 @@ async def connect(ctx: ProviderContext) -> OpenAISession:
     ws = None
     try:
         async with connect_deadline("openai", ctx.connect_timeout):
-            ws = await open_ws(ctx.http, url, headers)
+            ws = await open_ws(url, headers)
             for message in setup:
-                await ws.send_frame(message, WSMsgType.TEXT)
+                ws.send_text(message)
             await await_ready(ws, "openai", "session.updated", _refusal)
             if greeting is not None:
-                await ws.send_frame(greeting, WSMsgType.TEXT)
+                ws.send_text(greeting)
     except BaseException:
         if ws is not None:
-            with contextlib.suppress(Exception):
-                await ws.close()
+            ws.abort()
         raise
     log.info("openai %s session for call %s (%s): %s both ways", dialect, ctx.call_id, model, fmt)
     return OpenAISession(ws, ctx, dialect, fmt, hangup_tool)

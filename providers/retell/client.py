@@ -15,8 +15,6 @@ import logging
 import time
 from collections.abc import Sequence
 
-import aiohttp
-
 from providers.base import (
     Audio,
     AudioFormat,
@@ -27,6 +25,7 @@ from providers.base import (
 )
 from providers.retell import protocol
 from providers.ws_adapter import RawAudioWsSession, connect_deadline, open_ws, post_json, ws_url_from_http
+from providers.ws_client import ProviderSocket
 
 logger = logging.getLogger(__name__)
 _deprecation_logged = False
@@ -45,7 +44,7 @@ def _warn_deprecated_once() -> None:
 class RetellSession(RawAudioWsSession):
     name = "retell"
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, fmt: AudioFormat, retell_call_id: str) -> None:
+    def __init__(self, ws: ProviderSocket, fmt: AudioFormat, retell_call_id: str) -> None:
         super().__init__(ws)
         self.input_format = fmt
         self.output_format = fmt
@@ -53,15 +52,16 @@ class RetellSession(RawAudioWsSession):
         self._decoder = protocol.RetellDecoder()
         self._next_ping = time.monotonic() + protocol.PING_INTERVAL_S
 
-    async def send_audio(self, audio: Audio) -> None:
-        await super().send_audio(audio)
+    def send_audio_nowait(self, audio: Audio) -> bool:
+        super().send_audio_nowait(audio)
         # Keepalive rides on the audio stream (carriers send frames continuously): no extra task.
         now = time.monotonic()
         if now >= self._next_ping:
             self._next_ping = now + protocol.PING_INTERVAL_S
-            await self._send_str(protocol.PING)
+            self._send_str(protocol.PING)
+        return True
 
-    async def _on_text(self, text: str) -> Sequence[ProviderEvent]:
+    def _on_text(self, text: bytes) -> Sequence[ProviderEvent]:
         return self._decoder.text(text)
 
     def _on_end(self, code: int | None, reason: str) -> ProviderEvent:
@@ -98,6 +98,6 @@ async def connect(ctx: ProviderContext) -> RetellSession:
             retell_call_id = protocol.call_id_from_reply(reply, fmt)
         except ValueError as exc:
             raise ProviderError(ErrorKind.CONFIG, f"retell: {exc}") from None
-        ws = await open_ws(ctx.http, protocol.audio_ws_url(ws_base, retell_call_id))
+        ws = await open_ws(protocol.audio_ws_url(ws_base, retell_call_id))
     logger.info("retell call %s registered as %s (%s)", ctx.call_id, retell_call_id, fmt)
     return RetellSession(ws, fmt, retell_call_id)

@@ -117,7 +117,9 @@ class RetellDecoder:
         self._final_count = 0  # transcript entries already emitted as final
         self._partial = ""  # text last emitted for the still-growing last entry
 
-    def text(self, text: str) -> list[ProviderEvent]:
+    def text(self, text: str | bytes) -> list[ProviderEvent]:
+        if isinstance(text, bytes):  # text frames are rare here (updates, clear, pong): decode once
+            text = text.decode("utf-8", "replace")
         if text == PONG:
             return []
         if text == CLEAR:

@@ -12,8 +12,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import aiohttp
-
 from providers.base import (
     AudioFormat,
     ErrorKind,
@@ -24,6 +22,7 @@ from providers.base import (
 )
 from providers.vapi import protocol
 from providers.ws_adapter import RawAudioWsSession, connect_deadline, open_ws, post_json
+from providers.ws_client import ProviderSocket
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +32,7 @@ class VapiSession(RawAudioWsSession):
 
     def __init__(
         self,
-        ws: aiohttp.ClientWebSocketResponse,
+        ws: ProviderSocket,
         fmt: AudioFormat,
         vapi_call_id: str,
         tools: Mapping[str, Any],
@@ -45,26 +44,26 @@ class VapiSession(RawAudioWsSession):
         self._tools = tools
         self._decoder = protocol.VapiDecoder()
 
-    async def _on_text(self, text: str) -> Sequence[ProviderEvent]:
+    def _on_text(self, text: bytes) -> Sequence[ProviderEvent]:
         events = self._decoder.text(text)
         for event in events:
             if isinstance(event, ToolCall):
-                await self._answer(event)
+                self._answer(event)
         return events
 
-    async def _answer(self, call: ToolCall) -> None:
+    def _answer(self, call: ToolCall) -> None:
         if call.name in self._tools:
             call.result = self._tools[call.name]
         else:
             call.result = {"error": f"tool {call.name!r} is not configured"}
             logger.warning("vapi asked for unconfigured tool %r", call.name)
-        await self._send_str(protocol.tool_result_message(call.call_id, call.name, call.result))
+        self._send_str(protocol.tool_result_message(call.call_id, call.name, call.result))
 
     def _on_end(self, code: int | None, reason: str) -> ProviderEvent | None:
         return self._decoder.end_event(code, reason)
 
-    async def _goodbye(self) -> None:
-        await self._send_str(protocol.END_CALL_MESSAGE)
+    def _goodbye(self) -> None:
+        self._send_str(protocol.END_CALL_MESSAGE)
 
 
 async def connect(ctx: ProviderContext) -> VapiSession:
@@ -86,7 +85,7 @@ async def connect(ctx: ProviderContext) -> VapiSession:
             url = protocol.websocket_url_from_reply(reply)
         except ValueError as exc:
             raise ProviderError(ErrorKind.PROVIDER_DOWN, f"vapi: {exc}") from None
-        ws = await open_ws(ctx.http, url, auth if protocol.SEND_KEY_ON_WEBSOCKET else None)
+        ws = await open_ws(url, auth if protocol.SEND_KEY_ON_WEBSOCKET else None)
     vapi_call_id = str(reply.get("id", ""))
     logger.info("vapi call %s created as %s (%s)", ctx.call_id, vapi_call_id, fmt)
     tools = ctx.config.get("tools") or {}

@@ -28,6 +28,7 @@ from providers.base import (
     ProviderEvent,
     ToolCall,
     Transcript,
+    excerpt,
 )
 from providers.history import history_text
 
@@ -151,15 +152,15 @@ class VapiDecoder:
             MSG_HANG: lambda m: [Notice("vapi_hang", {})],
         }
 
-    def text(self, text: str) -> list[ProviderEvent]:
+    def text(self, text: str | bytes) -> list[ProviderEvent]:
         try:
             msg = orjson.loads(text)
         except orjson.JSONDecodeError:
-            return [Notice("vapi_unparsable", {"text": text[:200]})]
+            return [Notice("vapi_unparsable", {"text": excerpt(text)})]
         if isinstance(msg, dict) and "type" not in msg and isinstance(msg.get("message"), dict):
             msg = msg["message"]
         if not isinstance(msg, dict):
-            return [Notice("vapi_unknown", {"text": text[:200]})]
+            return [Notice("vapi_unknown", {"text": excerpt(text)})]
         kind = msg.get("type")
         handler = self._handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:

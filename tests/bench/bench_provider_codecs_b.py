@@ -1,6 +1,6 @@
 """CPU cost of the Retell / Vapi / Bolna adapters' per-frame hot path (encode and decode).
 
-Runs each adapter session's real ``send_audio`` (caller frame → wire message) and its real
+Runs each adapter session's real ``send_audio_nowait`` (caller frame → wire message) and its real
 message handler (wire message → events) against a null socket, so the figures are codec CPU
 only: no network, no event-loop I/O. Frames are 20 ms μ-law (Twilio's size) unless noted.
 
@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import base64
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -30,19 +30,19 @@ class NullSocket:
 
     closed = False
 
-    async def send_bytes(self, data: bytes) -> None:
-        return None
+    def send_binary(self, data: bytes, *, droppable: bool = False) -> bool:
+        return True
 
-    async def send_str(self, text: str) -> None:
-        return None
+    def send_text(self, text: str | bytes, *, droppable: bool = False) -> bool:
+        return True
 
 
-async def rate(label: str, n: int, step: Callable[[], Awaitable[Any]]) -> None:
+def rate(label: str, n: int, step: Callable[[], Any]) -> None:
     for _ in range(min(n, 1000)):  # warm-up
-        await step()
+        step()
     start = time.process_time()
     for _ in range(n):
-        await step()
+        step()
     cpu = time.process_time() - start
     print(f"{label:<52} {n / cpu:>12,.0f} frames/s   {cpu / n * 1e6:7.2f} µs/frame")
 
@@ -55,67 +55,67 @@ async def main(frames: int) -> None:
     pcm24_out_b64 = base64.b64encode(bytes(960)).decode()  # 20 ms at 24 kHz
 
     retell = RetellSession(ws, MULAW_8000, "call")
-    await rate(
+    rate(
         "retell  encode (binary μ-law, carrier b64 in)",
         frames,
-        lambda: retell.send_audio(Audio(MULAW_8000, b64=mulaw_b64)),
+        lambda: retell.send_audio_nowait(Audio(MULAW_8000, b64=mulaw_b64)),
     )
-    await rate(
+    rate(
         "retell  encode (binary μ-law, raw in)",
         frames,
-        lambda: retell.send_audio(Audio(MULAW_8000, raw=mulaw)),
+        lambda: retell.send_audio_nowait(Audio(MULAW_8000, raw=mulaw)),
     )
 
-    async def retell_decode() -> None:
+    def retell_decode() -> None:
         _ = retell._on_binary(mulaw)[0].audio.b64  # type: ignore[union-attr]  # the carrier wants base64
 
-    await rate("retell  decode (binary → AudioOut → b64)", frames, retell_decode)
-    await rate("retell  decode (text 'clear')", frames, lambda: retell._on_text("clear"))
+    rate("retell  decode (binary → AudioOut → b64)", frames, retell_decode)
+    rate("retell  decode (text 'clear')", frames, lambda: retell._on_text(b"clear"))
 
     vapi = VapiSession(ws, MULAW_8000, "call", {})
-    await rate(
+    rate(
         "vapi    encode (binary μ-law, carrier b64 in)",
         frames,
-        lambda: vapi.send_audio(Audio(MULAW_8000, b64=mulaw_b64)),
+        lambda: vapi.send_audio_nowait(Audio(MULAW_8000, b64=mulaw_b64)),
     )
 
-    async def vapi_decode() -> None:
+    def vapi_decode() -> None:
         _ = vapi._on_binary(mulaw)[0].audio.b64  # type: ignore[union-attr]
 
-    await rate("vapi    decode (binary → AudioOut → b64)", frames, vapi_decode)
+    rate("vapi    decode (binary → AudioOut → b64)", frames, vapi_decode)
     transcript = orjson.dumps(
         {"type": "transcript", "role": "assistant", "transcriptType": "partial", "transcript": "one moment"}
-    ).decode()
-    await rate("vapi    decode (JSON transcript)", frames, lambda: vapi._on_text(transcript))
+    )
+    rate("vapi    decode (JSON transcript)", frames, lambda: vapi._on_text(transcript))
 
     twilio = BolnaSession(ws, bolna_protocol.TwilioDialect("MZ1", "CA1", {}))
-    await rate(
+    rate(
         "bolna/twilio encode (media JSON, b64 reused)",
         frames,
-        lambda: twilio.send_audio(Audio(MULAW_8000, b64=mulaw_b64)),
+        lambda: twilio.send_audio_nowait(Audio(MULAW_8000, b64=mulaw_b64)),
     )
-    media = orjson.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": mulaw_b64}}).decode()
+    media = orjson.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": mulaw_b64}})
 
-    async def twilio_decode() -> None:
-        _ = (await twilio._on_text(media))[0].audio.b64  # type: ignore[union-attr]
+    def twilio_decode() -> None:
+        _ = twilio._on_text(media)[0].audio.b64  # type: ignore[union-attr]
 
-    await rate("bolna/twilio decode (media JSON → b64 reused)", frames, twilio_decode)
-    mark = orjson.dumps({"event": "mark", "streamSid": "MZ1", "mark": {"name": "3f2a"}}).decode()
-    await rate("bolna/twilio decode (mark JSON)", frames, lambda: twilio._on_text(mark))
-    await rate("bolna/twilio on_mark echo", frames, lambda: twilio.on_mark("3f2a"))
+    rate("bolna/twilio decode (media JSON → b64 reused)", frames, twilio_decode)
+    mark = orjson.dumps({"event": "mark", "streamSid": "MZ1", "mark": {"name": "3f2a"}})
+    rate("bolna/twilio decode (mark JSON)", frames, lambda: twilio._on_text(mark))
+    rate("bolna/twilio on_mark echo", frames, lambda: twilio._send_str(twilio.codec.mark("3f2a")))
 
     web = BolnaSession(ws, bolna_protocol.WebDialect(16000, 24000, {}))
-    await rate(
+    rate(
         "bolna/web encode (PCM16 16k raw → b64 JSON)",
         frames,
-        lambda: web.send_audio(Audio(PCM16_16000, raw=pcm16_in)),
+        lambda: web.send_audio_nowait(Audio(PCM16_16000, raw=pcm16_in)),
     )
-    audio_msg = orjson.dumps({"type": "audio", "data": pcm24_out_b64}).decode()
+    audio_msg = orjson.dumps({"type": "audio", "data": pcm24_out_b64})
 
-    async def web_decode() -> None:
-        _ = (await web._on_text(audio_msg))[0].audio.raw  # type: ignore[union-attr]
+    def web_decode() -> None:
+        _ = web._on_text(audio_msg)[0].audio.raw  # type: ignore[union-attr]
 
-    await rate("bolna/web decode (audio JSON → PCM16 24k raw)", frames, web_decode)
+    rate("bolna/web decode (audio JSON → PCM16 24k raw)", frames, web_decode)
     assert web.output_format == PCM16_24000
 
 

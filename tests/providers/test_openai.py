@@ -182,7 +182,7 @@ async def test_server_error_then_drop(sim: OpenAISimulator, http: aiohttp.Client
 async def test_benign_error_is_notice(sim: OpenAISimulator, http: aiohttp.ClientSession) -> None:
     async with open_call(CASE, sim, http, config=config(sim, speak_first=False)) as call:
         assert isinstance(call.session, client.OpenAISession)
-        await call.session._send_str('{"type":"response.cancel"}')
+        call.session._send_str('{"type":"response.cancel"}')
         notice = await call.log.wait_for(lambda e: isinstance(e, Notice))
         assert isinstance(notice, Notice) and notice.details["code"] == "response_cancel_not_active"
         assert not call.log.of_type(Failure)

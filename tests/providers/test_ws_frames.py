@@ -1,4 +1,4 @@
-"""RFC 6455 framing (gateway.ws_frames), checked against the websockets library's own frames."""
+"""RFC 6455 framing (providers.ws_frames), checked against the websockets library's own frames."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from websockets.frames import Frame, Opcode
 
-from gateway.ws_frames import (
+from providers.ws_frames import (
     CLOSE_INVALID_PAYLOAD,
     CLOSE_NO_STATUS,
     CLOSE_PROTOCOL_ERROR,
