@@ -124,6 +124,7 @@ class ProviderSocket(asyncio.Protocol):
             ssl=(tls or _default_tls()) if secure else None,
             server_hostname=host if secure else None,
         )
+        sock._transport = transport  # uvloop may return before connection_made has run
         try:
             sock._send_upgrade(target, authority, headers or {})
             await sock._opened

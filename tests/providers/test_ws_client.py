@@ -310,6 +310,23 @@ async def test_wss_verifies_the_server(tmp_path: Path) -> None:
             await ProviderSocket.connect(url)  # the system's CA store does not know our test CA
 
 
+def test_under_uvloop_as_the_gateway_runs() -> None:
+    """uvloop schedules ``connection_made`` differently from asyncio's loop: the whole exchange
+    must work there too (the gateway and the bench run on uvloop)."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def exchange() -> tuple[int, bytes]:
+        async with _serve(_echo) as host:
+            sock = await ProviderSocket.connect(f"ws://{host}/")
+            sock.send_text("on uvloop")
+            message = await asyncio.wait_for(sock.receive(), 2)
+            await sock.close()
+            return message
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(exchange()) == (OP_TEXT, b"on uvloop")
+
+
 # ---------------------------------------------------------------------------------- helpers
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
