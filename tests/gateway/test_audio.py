@@ -12,6 +12,7 @@ import pytest
 from gateway.audio import (
     StreamResampler,
     Transcoder,
+    _lowpass_taps,
     alaw_to_pcm16,
     l16be_to_pcm16,
     pcm16_to_alaw,
@@ -179,6 +180,66 @@ def test_chunked_output_matches_one_shot(in_rate: int, out_rate: int) -> None:
     assert np.max(np.abs(one_shot[:n] - chunked[:n])) <= 4
 
 
+INTEGER_RATIOS = [
+    (8000, 16000),
+    (16000, 8000),
+    (8000, 24000),
+    (24000, 8000),
+    (8000, 48000),
+    (48000, 8000),
+    (16000, 48000),
+    (48000, 16000),
+]
+
+
+def reference_fir(x: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
+    """The integer-ratio path the slow, obvious way: zero-stuff by L, convolve the whole signal
+    with the taps in float64 from silence, keep every M-th sample (the first one included)."""
+    up, down = max(out_rate // in_rate, 1), max(in_rate // out_rate, 1)
+    stuffed = np.zeros(len(x) * up)
+    stuffed[::up] = x
+    y = np.convolve(stuffed, _lowpass_taps(max(in_rate, out_rate), min(in_rate, out_rate)) * up)
+    return np.clip(np.rint(y[: len(stuffed) : down]), -32768, 32767).astype(np.int64)
+
+
+def chunk_sizes(chunking: str, rate: int, total: int, rng: np.random.Generator) -> list[int]:
+    if chunking == "one-shot":
+        return [total]
+    if chunking == "20ms":
+        return [rate // 50] * (total // (rate // 50) + 1)
+    top = 6 if chunking == "tiny" else 400  # tiny: shorter than the history, often no kept sample
+    return [int(size) for size in rng.integers(1, top, total)]
+
+
+@pytest.mark.parametrize("chunking", ["one-shot", "20ms", "random", "tiny"])
+@pytest.mark.parametrize(("in_rate", "out_rate"), INTEGER_RATIOS)
+def test_integer_ratio_matches_whole_signal_convolution(in_rate: int, out_rate: int, chunking: str) -> None:
+    """Any chunking (odd sizes, many sizes, down-sampling phase across chunks) gives the reference's
+    samples to 1 LSB (float32 inside), clipping included: a full-scale square wave overshoots."""
+    rng = np.random.default_rng(in_rate + out_rate)
+    square = np.where(tone(300, in_rate, 0.1) >= 0, 32767, -32768).astype(np.int16)
+    noise = rng.integers(-32768, 32768, in_rate // 20).astype(np.int16)
+    x = np.concatenate((tone(440, in_rate, 0.2) // 2 + tone(1900, in_rate, 0.2) // 2, square, noise))
+    data = pcm(x)
+    up, down = max(out_rate // in_rate, 1), max(in_rate // out_rate, 1)
+    resampler = StreamResampler(in_rate, out_rate)
+    parts: list[bytes] = []
+    pos = 0
+    for size in chunk_sizes(chunking, in_rate, len(x), rng):
+        if pos >= len(x):
+            break
+        out = resampler.process(data[2 * pos : 2 * (pos + size)])
+        kept = range(pos, min(pos + size, len(x)))[-pos % down :: down]
+        assert len(out) == 2 * up * len(kept)  # each chunk's share, at once
+        parts.append(out)
+        pos += size
+    got = samples(b"".join(parts))
+    expected = reference_fir(x, in_rate, out_rate)
+    assert len(got) == len(expected)
+    assert np.max(np.abs(got - expected)) <= 1
+    assert np.max(np.abs(expected)) >= 32767  # the clipping path was exercised
+
+
 def test_no_discontinuity_at_20ms_frame_boundaries() -> None:
     freq, amp = 440, 16000
     out = samples(stream_through(StreamResampler(8000, 16000), pcm(tone(freq, 8000, 1.0, amp)), 320))
@@ -224,12 +285,17 @@ def test_transcoded_round_trip_returns_audio_in_the_same_frame(provider_format: 
     assert 0 <= heard - onset < 80  # 10 ms at 8 kHz
 
 
-def test_reset_forgets_history() -> None:
-    resampler = StreamResampler(16000, 8000)
-    resampler.process(pcm(tone(1000, 16000, 0.1, 30000)))
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(16000, 8000), (8000, 24000), (22050, 8000)])
+def test_reset_forgets_history(in_rate: int, out_rate: int) -> None:
+    resampler = StreamResampler(in_rate, out_rate)
+    resampler.process(pcm(tone(1000, in_rate, 0.1, 30000)[:-1]))  # odd length: down-sampling phase moved
     resampler.reset()
     after = samples(stream_through(resampler, bytes(6400), 640))
     assert np.max(np.abs(after)) <= 4
+    if in_rate % out_rate == 0 or out_rate % in_rate == 0:
+        voice = pcm(tone(700, in_rate, 0.1))
+        resampler.reset()
+        assert resampler.process(voice) == StreamResampler(in_rate, out_rate).process(voice)
 
 
 # ---------------------------------------------------------------------------------------------
