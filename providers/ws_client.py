@@ -22,6 +22,7 @@ import os
 import socket
 import ssl
 from collections.abc import Callable, Mapping
+from typing import cast
 from urllib.parse import urlsplit
 
 import h11
@@ -196,8 +197,7 @@ class ProviderSocket(asyncio.Protocol):
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio subclass
         raw = transport.get_extra_info("socket")
         if raw is not None:
             with contextlib.suppress(OSError):  # not every transport is TCP (tests may use others)

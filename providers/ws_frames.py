@@ -7,8 +7,8 @@ about as much CPU as the rest of the gateway (a future per ``receive()``, the ``
 build, the async send path): measured in ``docs/architecture.md`` ("Carrier media transport").
 What is left is small enough to state exactly: no extension is ever negotiated (so every RSV bit
 must be 0), text/binary messages may be fragmented, control frames may be interleaved, and
-masking goes one way. Unmasking uses the
-``websockets`` C routine. UTF-8 of text messages is checked by the JSON parser that reads them.
+masking goes one way. Unmasking uses the ``websockets`` C routine. UTF-8 of text messages is
+checked by the JSON parser that reads them.
 """
 
 from __future__ import annotations

@@ -315,7 +315,10 @@ def test_under_uvloop_as_the_gateway_runs() -> None:
     must work there too (the gateway and the bench run on uvloop)."""
     uvloop = pytest.importorskip("uvloop")
 
+    errors: list[dict[str, object]] = []
+
     async def exchange() -> tuple[int, bytes]:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
         async with _serve(_echo) as host:
             sock = await ProviderSocket.connect(f"ws://{host}/")
             sock.send_text("on uvloop")
@@ -324,7 +327,8 @@ def test_under_uvloop_as_the_gateway_runs() -> None:
             return message
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        assert runner.run(exchange()) == (OP_TEXT, b"on uvloop")
+        assert runner.run(asyncio.wait_for(exchange(), 5)) == (OP_TEXT, b"on uvloop")
+    assert not errors, errors  # e.g. an exception in a protocol callback, which the loop only logs
 
 
 # ---------------------------------------------------------------------------------- helpers
