@@ -59,6 +59,11 @@ def test_our_frames_read_back_by_websockets(size: int) -> None:
     assert encode_frame(OP_TEXT, data) == Frame(Opcode.TEXT, data).serialize(mask=False, extensions=[])
 
 
+def test_each_masked_frame_gets_its_own_key_across_pool_refills() -> None:
+    keys = [encode_frame(OP_BINARY, b"", mask=True)[2:6] for _ in range(3000)]  # 3 pools of 1024
+    assert len(set(keys)) > 2990  # 32-bit random keys: a few collisions at most, never a repeat run
+
+
 @given(
     st.lists(st.binary(max_size=300), min_size=1, max_size=6),
     st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=200),
