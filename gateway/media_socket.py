@@ -168,12 +168,18 @@ class MediaSocket:
     def send_text(self, text: str | bytes) -> bool:
         """Queue one text message for the carrier; False when it cannot be sent now (closing, or
         ``max_unsent_bytes`` already wait because the carrier is not reading)."""
+        return self._send(OP_TEXT, text.encode() if isinstance(text, str) else text)
+
+    def send_binary(self, data: bytes) -> bool:
+        return self._send(OP_BINARY, data)
+
+    def _send(self, opcode: int, payload: bytes) -> bool:
         transport = self._transport
         if self._close_sent or transport.is_closing():
             return False
         if transport.get_write_buffer_size() > self._max_unsent:
             return False
-        transport.write(encode_frame(OP_TEXT, text.encode() if isinstance(text, str) else text))
+        transport.write(encode_frame(opcode, payload))
         return True
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:

@@ -16,10 +16,18 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
+from gateway.media_socket import MediaSocket
 from providers.base import AudioFormat
 from providers.deepgram.protocol import CONVERSE_PATH
 from providers.simulators.base import SimulatorServer
-from providers.simulators.scripted_agent import Script, ScriptedSession, SessionRecord, to_pcm16
+from providers.simulators.scripted_agent import (
+    Script,
+    ScriptedSession,
+    SessionRecord,
+    convert_audio,
+    to_pcm16,
+)
+from providers.ws_frames import OP_BINARY, OP_TEXT
 
 INPUT_ENCODINGS = {"linear16": "pcm16", "mulaw": "mulaw"}  # the simulator decodes only these two
 OUTPUT_ENCODINGS = {"linear16": "pcm16", "mulaw": "mulaw"}
@@ -118,6 +126,8 @@ class DeepgramSimulator(SimulatorServer):
             )
         if self.faults.handshake_delay_s:
             await asyncio.sleep(self.faults.handshake_delay_s)
+        if self.script.relay:
+            return await _RelaySession(record).serve(request)
         ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024, protocols=("token", "bearer"))
         await ws.prepare(request)
         await _send(ws, {"type": "Welcome", "request_id": str(uuid.uuid4())})
@@ -174,6 +184,75 @@ async def _fatal(ws: web.WebSocketResponse, record: SessionRecord, code: str, de
     await _send(ws, {"type": "Error", "code": code, "description": description})
     await ws.close(code=CLOSE_CLIENT_ERROR, message=code.encode())
     record.close_code = CLOSE_CLIENT_ERROR
+
+
+class _RelaySession:
+    """``--relay`` for ``voicegw bench``: the same handshake (Welcome, Settings validated,
+    SettingsApplied), then every audio frame straight back as it is parsed.
+
+    Runs on the gateway's lean server socket rather than aiohttp's ``WebSocketResponse`` because
+    the bench puts this simulator on the load generator's core, where aiohttp's per-message cost
+    made the generator, not the gateway, the limit. The scripted mode (all the tests) stays on
+    aiohttp, so the gateway's client is still checked against an independent implementation.
+    """
+
+    def __init__(self, record: SessionRecord) -> None:
+        self.record = record
+        self.formats: tuple[AudioFormat, AudioFormat] | None = None
+        self.sock: MediaSocket | None = None
+        self.closing: set[asyncio.Task[None]] = set()
+
+    async def serve(self, request: web.Request) -> web.StreamResponse:
+        sock, response = await MediaSocket.accept(request, max_message_bytes=16 * 1024 * 1024)
+        self.sock = sock
+        closed = asyncio.Event()
+        sock.send_text(orjson.dumps({"type": "Welcome", "request_id": str(uuid.uuid4())}))
+        sock.start(self._on_message, closed.set)
+        await closed.wait()
+        await asyncio.gather(*self.closing)
+        if self.record.ended_by is None:
+            self.record.ended_by = "client"
+        self.record.close_code = sock.close_code
+        return response
+
+    def _on_message(self, opcode: int, payload: bytes) -> None:
+        assert self.sock is not None
+        if self.formats is not None and opcode == OP_BINARY:
+            self.record.audio_frames += 1
+            self.record.audio_bytes += len(payload)
+            in_fmt, out_fmt = self.formats
+            self.sock.send_binary(convert_audio(payload, in_fmt, out_fmt))
+            return
+        if opcode != OP_TEXT:  # audio before Settings: the same answers as the scripted mode
+            self._fatal("NON_SETTINGS_MESSAGE_BEFORE_SETTINGS", "Audio sent before Settings.")
+            return
+        try:
+            message = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            message = None
+        if not isinstance(message, dict):
+            self._fatal("UNPARSABLE_CLIENT_MESSAGE", "We could not parse the client message.")
+        elif self.formats is None:
+            self.record.handshake["settings"] = message
+            if message.get("type") != "Settings":
+                self._fatal("NON_SETTINGS_MESSAGE_BEFORE_SETTINGS", "First message must be Settings.")
+                return
+            checked = validate_settings(message)
+            if isinstance(checked, str):
+                self._fatal("INVALID_SETTINGS", checked)
+                return
+            self.formats = checked
+            self.sock.send_text(orjson.dumps({"type": "SettingsApplied"}))
+        else:
+            self.record.messages.append(message)
+
+    def _fatal(self, code: str, description: str) -> None:
+        assert self.sock is not None
+        self.record.violations.append(f"{code}: {description}")
+        self.record.ended_by = "error"
+        self.sock.send_text(orjson.dumps({"type": "Error", "code": code, "description": description}))
+        task = asyncio.get_running_loop().create_task(self.sock.close(CLOSE_CLIENT_ERROR, code))
+        self.closing.add(task)
 
 
 class _Session(ScriptedSession):

@@ -414,3 +414,22 @@ def test_simulate_rejects_relay_where_unimplemented() -> None:
         check=False,
     )
     assert done.returncode == 2 and "relay" in done.stderr
+
+
+async def test_relay_refuses_bad_settings_like_the_scripted_simulator() -> None:
+    sim = DeepgramSimulator()
+    sim.script.relay = True
+    await sim.start()
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(sim.ws_url + CONVERSE_PATH, headers={"Authorization": "Token k"}) as ws,
+        ):
+            assert (await ws.receive_json())["type"] == "Welcome"
+            await ws.send_bytes(b"\xff" * 160)  # audio before Settings
+            error = await ws.receive_json()
+            assert error["type"] == "Error" and error["code"] == "NON_SETTINGS_MESSAGE_BEFORE_SETTINGS"
+            assert (await ws.receive()).type is WSMsgType.CLOSE and ws.close_code == 1008
+    finally:
+        await sim.stop()
+    assert sim.records[0].ended_by == "error"
