@@ -127,7 +127,7 @@ class DeepgramSimulator(SimulatorServer):
         if self.faults.handshake_delay_s:
             await asyncio.sleep(self.faults.handshake_delay_s)
         if self.script.relay:
-            return await _RelaySession(record).serve(request)
+            return await _RelaySession(self, record).serve(request)
         ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024, protocols=("token", "bearer"))
         await ws.prepare(request)
         await _send(ws, {"type": "Welcome", "request_id": str(uuid.uuid4())})
@@ -196,7 +196,8 @@ class _RelaySession:
     aiohttp, so the gateway's client is still checked against an independent implementation.
     """
 
-    def __init__(self, record: SessionRecord) -> None:
+    def __init__(self, sim: SimulatorServer, record: SessionRecord) -> None:
+        self.sim = sim
         self.record = record
         self.formats: tuple[AudioFormat, AudioFormat] | None = None
         self.sock: MediaSocket | None = None
@@ -208,8 +209,13 @@ class _RelaySession:
         closed = asyncio.Event()
         sock.send_text(orjson.dumps({"type": "Welcome", "request_id": str(uuid.uuid4())}))
         sock.start(self._on_message, closed.set)
-        await closed.wait()
-        await asyncio.gather(*self.closing)
+        self.sim.sessions_started += 1
+        self.sim.sessions_active += 1
+        try:
+            await closed.wait()
+            await asyncio.gather(*self.closing)
+        finally:
+            self.sim.sessions_active -= 1
         if self.record.ended_by is None:
             self.record.ended_by = "client"
         self.record.close_code = sock.close_code

@@ -387,6 +387,7 @@ async def _relay_round_trip(in_out: dict[str, object], frame: bytes) -> bytes:
             while True:
                 msg = await ws.receive(timeout=2.0)
                 if msg.type is WSMsgType.BINARY:
+                    assert (sim.sessions_started, sim.sessions_active) == (1, 1)  # the bench's warm-up check
                     return bytes(msg.data)
     finally:
         await sim.stop()
