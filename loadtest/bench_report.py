@@ -77,7 +77,8 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
         "generator's own lateness p99 exceeds "
         f"{doc['criteria']['max_generator_lateness_p99_ms']:g} ms while the server still had CPU to "
         "spare (then the gateway was not shown to fail). The search goes on past generator-limited steps "
-        "while their CPU figures stay usable, and stops at a failed step. CPU is sampled from /proc over "
+        "while their CPU figures stay usable, and stops at a failed step; max sustained is the highest "
+        "sustained step below the first failed one. CPU is sampled from /proc over "
         "the hold window (server process and its children); KB/call = (RSS - idle RSS) / calls.",
         "",
         "## Targets",

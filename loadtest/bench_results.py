@@ -113,8 +113,8 @@ async def search_steps(
     steps: Sequence[int], measure: Callable[[int], Awaitable[StepRecord]]
 ) -> list[StepRecord]:
     """Measures ``steps`` in order until one fails, or until the generator is so late that even the CPU
-    figures stop meaning anything (see ``cpu_usable``). A mildly generator-limited step ends the measured
-    capacity (``max_sustained``) but not the search: its CPU per call still feeds the projection."""
+    figures stop meaning anything (see ``cpu_usable``). A mildly generator-limited step does not end the
+    search: its CPU per call feeds the projection, and a later sustained step still counts."""
     records: list[StepRecord] = []
     for calls in steps:
         record = await measure(calls)
@@ -143,17 +143,22 @@ def cpu_usable(status: Status, lateness_p99_ms: float, return_ratio: float) -> b
 
 
 def max_sustained(records: Sequence[StepRecord]) -> int:
+    """The highest sustained step below the first failed one. A generator-limited step on the way
+    was not judged (the load generator, not the gateway, was late), so it neither counts nor ends
+    the gateway's measured capacity; a later step it did sustain does."""
     best = 0
     for r in records:
-        if r.status != "sustained":
+        if r.status == "failed":
             break
-        best = r.calls
+        if r.status == "sustained":
+            best = r.calls
     return best
 
 
 def stopped_by(records: Sequence[StepRecord]) -> Status | Literal["end of steps"]:
-    """What ended the measured capacity: the first step not sustained (later steps only add CPU data)."""
-    return next((r.status for r in records if r.status != "sustained"), "end of steps")
+    """What ended the measured capacity: the first step above ``max_sustained`` not sustained."""
+    best = max_sustained(records)
+    return next((r.status for r in records if r.calls > best and r.status != "sustained"), "end of steps")
 
 
 # -- combining runs -----------------------------------------------------------------------------------

@@ -131,6 +131,13 @@ async def test_search_goes_on_while_cpu_figures_are_usable_and_stops_at_a_failur
     assert stopped_by(records[:2]) == "end of steps"
 
 
+def test_a_generator_limited_step_does_not_hide_a_later_sustained_one() -> None:
+    records = [step(200), step(300, "generator-limited"), step(450), step(600, "failed"), step(800)]
+    assert max_sustained(records) == 450  # 300 was not judged; 800 came after the failure
+    assert stopped_by(records) == "failed"
+    assert max_sustained([step(100, "generator-limited"), step(200)]) == 200
+
+
 async def test_search_stops_when_the_generator_is_too_late_for_cpu_figures() -> None:
     async def measure(calls: int) -> StepRecord:
         return step(calls, "generator-limited", lateness_p99_ms=25.0 if calls >= 300 else 8.0)
