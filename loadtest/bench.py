@@ -358,12 +358,18 @@ def hold_window(ramp_s: float, duration_s: float) -> tuple[float, float]:
 
 def step_record(
     calls: int,
-    report: LoadReport,
+    run: LoadReport,
     hold: HoldSample,
     idle_rss_mb: float,
     server_cores: int,
     criteria: Criteria,
+    window: tuple[float, float],
 ) -> StepRecord:
+    """A step judged on its hold ``window`` (start, length after the run began): the concurrency
+    step itself, the same window as its CPU figures. The ramp's burst of call set-ups (webhooks,
+    upgrades, provider connects, on the generator's core as well as the gateway's) is not the
+    step's concurrency; its whole-run p99s are kept beside the verdict."""
+    report = run.in_window(*window)
     _, reasons, generator_late = judge(report, criteria)
     lost_or_failed = report.return_ratio < criteria.min_return_ratio or bool(report.failed or report.refused)
     status = classify(
@@ -395,6 +401,8 @@ def step_record(
         failed_calls=report.failed,
         refused_calls=report.refused,
         top_errors=report.top_errors(3),
+        latency_p99_run_ms=run.latency.p99,
+        lateness_p99_run_ms=run.lateness.p99,
     )
 
 
@@ -415,7 +423,9 @@ async def measure_step(
     sim_pid = server.simulator.pid if server.simulator is not None else None
     hold = asyncio.get_running_loop().create_task(sample_hold(server.pids, sim_pid, start, length))
     report = await run_load(config)
-    record = step_record(calls, report, await hold, idle_rss_mb, len(server.scenario.cores), criteria)
+    record = step_record(
+        calls, report, await hold, idle_rss_mb, len(server.scenario.cores), criteria, (start, length)
+    )
     await wait_idle(server)
     record.load_before, record.load_after = load_before, os.getloadavg()[0]
     log.info(

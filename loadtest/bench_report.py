@@ -79,7 +79,10 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
         "spare (then the gateway was not shown to fail). The search goes on past generator-limited steps "
         "while their CPU figures stay usable, and stops at a failed step; max sustained is the highest "
         "sustained step below the first failed one. CPU is sampled from /proc over "
-        "the hold window (server process and its children); KB/call = (RSS - idle RSS) / calls.",
+        "the hold window (server process and its children), and added latency and generator lateness "
+        "are judged over the same window (every call streaming; the ramp's set-up burst excluded, its "
+        "whole-run p99s are in the JSON); lost frames and failed calls count over the whole run; "
+        "KB/call = (RSS - idle RSS) / calls.",
         "",
         "## Targets",
         "",

@@ -44,7 +44,9 @@ def criteria_for_floor(floor_ms: float, call_s: float, base: Criteria | None = N
 
 @dataclass
 class StepRecord:
-    """One concurrency step of one run; CPU and RSS are sampled over the hold window only."""
+    """One concurrency step of one run. CPU, RSS, added latency and generator lateness are taken over
+    the hold window (every call streaming, ramp and settling excluded); lost audio and failed calls
+    over the whole run."""
 
     calls: int
     status: Status
@@ -68,6 +70,10 @@ class StepRecord:
     top_errors: list[tuple[str, int]] = field(default_factory=list)
     load_before: float = 0.0  # 1-minute load average
     load_after: float = 0.0
+    # Whole run, ramp included (the latency and lateness fields above cover the hold window only,
+    # since the fourth session; older result files judged the whole run and lack these two).
+    latency_p99_run_ms: float | None = None
+    lateness_p99_run_ms: float | None = None
 
     @property
     def cpu_ms_per_call_s(self) -> float:

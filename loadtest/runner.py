@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
 import resource
 import time
@@ -17,7 +18,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from loadtest.audio import AudioSource, ToneBursts
+from loadtest.audio import FRAME_MS, AudioSource, ToneBursts
 from loadtest.carriers.call import place_call
 from loadtest.carriers.plan import CallPlan, CallResult, Carrier, Credentials
 from loadtest.carriers.telnyx_api import TelnyxApi
@@ -89,6 +90,27 @@ class LoadReport:
     jitter_max_ms: float
     latency_points: list[tuple[float, float]]
     telnyx_hangups: int = 0
+    started_at: float = 0.0  # time.monotonic() when the run began; latency_points count from it
+
+    def in_window(self, start_s: float, length_s: float) -> LoadReport:
+        """This report with added latency and generator lateness restricted to what happened
+        ``start_s`` … ``start_s + length_s`` after the run began (e.g. the bench's hold window,
+        once every call streams: the same window its CPU figures come from). Lost audio and
+        failed calls still count over the whole run."""
+        lo, hi = start_s, start_s + length_s
+        latency = Summary.of(v for t, v in self.latency_points if lo <= t < hi)
+        frame_s = FRAME_MS / 1000
+        parts = []
+        for r in self.results:
+            if r.media_started_at is None:
+                continue
+            # The pacer's schedule is absolute: frame k of a call was due at start + k frames.
+            first_due = r.media_started_at - self.started_at
+            a = max(0, math.ceil((lo - first_due) / frame_s))
+            b = max(0, math.ceil((hi - first_due) / frame_s))
+            parts.append(np.frombuffer(r.lateness_ms, dtype=np.float32)[a:b])
+        lateness = Summary.of(np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32))
+        return replace(self, latency=latency, lateness=lateness)
 
     @property
     def placed(self) -> int:
@@ -319,6 +341,7 @@ def _summarise(
         jitter_max_ms=max(jitters, default=0.0),
         latency_points=latency_points,
         telnyx_hangups=telnyx_api.hangups if telnyx_api is not None else 0,
+        started_at=started,
     )
 
 

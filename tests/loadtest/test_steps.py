@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from loadtest.carriers.plan import CallResult, Credentials
 from loadtest.runner import Criteria, LoadConfig, LoadReport, Timeline, run_steps
 from loadtest.stats import Summary
@@ -54,3 +56,24 @@ def test_ratio_to_baseline() -> None:
     assert ratios["added_latency_p99_ms"] == {"gateway": 6.0, "baseline": 2.0, "ratio": 3.0}
     assert ratios["return_ratio"]["ratio"] == 1.0
     assert ratios["server_cpu_mean_percent"]["ratio"] is None  # no pid sampled: undefined, not zero
+
+
+def test_a_report_restricted_to_the_hold_window() -> None:
+    """The ramp's set-up burst (late frames, slow first replies) is outside the bench's hold window."""
+    started = 1000.0
+    calls = []
+    for offset in (0.0, 1.0):  # call 2 streams a second later, as during a ramp
+        result = CallResult(carrier="twilio", call_sid=f"CA{offset}", media_started_at=started + offset)
+        # frame k due at start + k * 20 ms: 50 ms late during the first second of the run, then 1 ms
+        for k in range(250):
+            due = offset + k * 0.02
+            result.lateness_ms.append(50.0 if due < 1.0 else 1.0)
+        calls.append(result)
+    latency_points = [(0.5, 80.0), (1.5, 3.0), (2.5, 4.0), (6.0, 90.0)]
+    report = _report(LoadConfig(url="http://x", calls=2), p99=80.0, ratio=1.0)
+    report = replace(report, results=calls, latency_points=latency_points, started_at=started)
+    held = report.in_window(1.0, 4.0)
+    assert held.latency.count == 2 and held.latency.max == 4.0
+    assert held.lateness.max == 1.0
+    assert held.lateness.count == 50 * 4 + 50 * 4  # both calls' frames due in [1, 5) s
+    assert report.lateness.p99 == 0.5  # the whole-run figures are left as they were
