@@ -138,6 +138,7 @@ class WsProviderSession(ProviderSession):
         self._ws = ws
         self._closing = False
         self._feed = EventFeed(self)
+        self.messages_failed = 0
 
     # -- subclass hooks ----------------------------------------------------------------------------
     @abstractmethod
@@ -184,11 +185,19 @@ class WsProviderSession(ProviderSession):
         outbox.clear()
 
     def _on_message(self, opcode: int, data: bytes) -> None:
-        events = self._on_binary(data) if opcode == OP_BINARY else self._on_text(data)
-        feed = self._feed
-        for event in events:
-            if feed.push(event) >= BACKLOG_PAUSE:
-                self._ws.pause_reading()
+        """Runs inside the socket's ``data_received``: an exception escaping it would make the
+        event loop close the provider connection, so a message that cannot be handled is
+        skipped (logged once per session, counted) and the call goes on."""
+        try:
+            events = self._on_binary(data) if opcode == OP_BINARY else self._on_text(data)
+            feed = self._feed
+            for event in events:
+                if feed.push(event) >= BACKLOG_PAUSE:
+                    self._ws.pause_reading()
+        except Exception:
+            self.messages_failed += 1
+            if self.messages_failed == 1:
+                logger.exception("%s: a provider message could not be handled; skipped", self.name)
 
     def _on_socket_closed(self) -> None:
         if not self._closing:

@@ -4,7 +4,7 @@ Used by both media legs: the carriers' sockets (``gateway/media_socket.py``, ser
 the providers' (``providers/ws_client.py``, client side). Why voicegw frames them itself: a call
 is 50 small frames a second each way on each leg, and aiohttp's WebSockets spend, per message,
 about as much CPU as the rest of the gateway (a future per ``receive()``, the ``WSMessage``
-build, the async send path): measured in ``docs/architecture.md`` ("Carrier media transport").
+build, the async send path): measured in ``docs/architecture.md`` ("Media transport").
 What is left is small enough to state exactly: no extension is ever negotiated (so every RSV bit
 must be 0), text/binary messages may be fragmented, control frames may be interleaved, and
 masking goes one way. Unmasking uses the ``websockets`` C routine. UTF-8 of text messages is

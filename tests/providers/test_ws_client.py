@@ -9,7 +9,7 @@ import contextlib
 import datetime
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,8 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.utils import accept_key
 
 from providers import ws_client
+from providers.base import MULAW_8000, Audio, AudioOut, Notice, ProviderEvent
+from providers.ws_adapter import WsProviderSession
 from providers.ws_client import HandshakeError, ProviderSocket
 from providers.ws_frames import OP_BINARY, OP_CLOSE, OP_TEXT, FrameParser, encode_frame
 
@@ -329,6 +331,46 @@ def test_under_uvloop_as_the_gateway_runs() -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(asyncio.wait_for(exchange(), 5)) == (OP_TEXT, b"on uvloop")
     assert not errors, errors  # e.g. an exception in a protocol callback, which the loop only logs
+
+
+class _Fragile(WsProviderSession):
+    """An adapter whose decoder breaks on one message."""
+
+    name = "fragile"
+    input_format = output_format = MULAW_8000
+
+    def send_audio_nowait(self, audio: Audio) -> bool:
+        self._send_audio_binary(audio.raw)
+        return True
+
+    def _on_binary(self, data: bytes) -> Sequence[ProviderEvent]:
+        return (AudioOut(Audio(MULAW_8000, raw=data)),)
+
+    def _on_text(self, text: bytes) -> Sequence[ProviderEvent]:
+        if text == b"boom":
+            raise KeyError("a decoder bug")
+        return (Notice("text", {"text": text.decode()}),)
+
+    def _on_end(self, code: int | None, reason: str) -> ProviderEvent | None:
+        return None
+
+
+async def test_a_message_the_adapter_cannot_handle_is_skipped_not_fatal(
+    echo_host: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = _Fragile(await ProviderSocket.connect(f"ws://{echo_host}/"))
+    for text in ("boom", "boom", "after"):
+        session._send_str(text)
+    session.send_audio_nowait(Audio(MULAW_8000, raw=b"\x7f" * 160))
+    events = session.events()
+    notice = await asyncio.wait_for(anext(events), 2)
+    audio = await asyncio.wait_for(anext(events), 2)
+    assert isinstance(notice, Notice) and notice.details == {"text": "after"}
+    assert isinstance(audio, AudioOut) and audio.audio.raw == b"\x7f" * 160
+    assert session.messages_failed == 2
+    assert sum("could not be handled" in r.message for r in caplog.records) == 1  # logged once
+    await session.close()
+    await events.aclose()
 
 
 # ---------------------------------------------------------------------------------- helpers
