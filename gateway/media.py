@@ -210,6 +210,9 @@ class _CarrierStream:
                 return None
             session.last_carrier_msg = time.monotonic()
             return session.on_media(event.audio)
+        if type(event) is MarkEcho:  # one per MARK_EVERY_MS of agent audio: no coroutine
+            session = self.session
+            return None if session is None else session.on_mark_echo(event.name)
         return self._on_event(event)
 
     def _refuse(self, key: str, detail: str, code: int, reason: str) -> Awaitable[None]:
@@ -229,9 +232,6 @@ class _CarrierStream:
         elif isinstance(event, Dtmf):
             if session is not None:
                 await session.on_dtmf(event.digit)
-        elif isinstance(event, MarkEcho):
-            if session is not None:
-                await session.on_mark_echo(event.name)
         elif isinstance(event, Stop):
             if session is not None:
                 session.carrier_gone("caller_hangup")

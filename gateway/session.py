@@ -278,19 +278,29 @@ class CallSession:
         if self.provider is not None:
             await self.provider.send_dtmf(digit)
 
-    async def on_mark_echo(self, name: str) -> None:
-        """The carrier played (or cleared) audio up to mark ``name``."""
+    def on_mark_echo(self, name: str) -> Awaitable[None] | None:
+        """The carrier played (or cleared) audio up to mark ``name``.
+
+        Synchronous unless the provider asked for the mark: the gateway's own play-out marks
+        (one per ``MARK_EVERY_MS``) then cost no coroutine and no wake of the socket's task.
+        """
         if name in self._cleared_marks:
             self._cleared_marks.discard(name)
-            return
+            return None
         entry = self._pending_marks.pop(name, None)
         if entry is None:
-            return
+            return None
         item_id, item_ms, provider_mark = entry
         if item_id is not None:
             self._item_played_ms[item_id] = item_ms
         if provider_mark is not None and self.provider is not None:
-            await self.provider.on_mark(provider_mark)
+            return self._forward_mark(self.provider, provider_mark, name)
+        if name == self._hangup_mark:
+            self.request_end("completed", "provider_hangup")
+        return None
+
+    async def _forward_mark(self, provider: ProviderSession, provider_mark: str, name: str) -> None:
+        await provider.on_mark(provider_mark)
         if name == self._hangup_mark:
             self.request_end("completed", "provider_hangup")
 
