@@ -62,8 +62,10 @@ class WsCarrierLink:
 
     # A send to a carrier that is leaving (or not reading) is dropped by the socket: that is the
     # caller's side, not a provider fault; the reader loop sees the close and ends the call.
-    def send_media(self, audio: Audio) -> None:
-        if not self.sock.send_text(self.codec.media_message(audio)):
+    def send_media(self, audio: Audio, mark: str | None = None) -> None:
+        codec = self.codec
+        then = None if mark is None else codec.mark_message(mark)
+        if not self.sock.send_text(codec.media_message(audio), then):
             self.ctx.stats.frames_dropped += 1
 
     def send_mark(self, name: str) -> None:

@@ -165,21 +165,25 @@ class MediaSocket:
         if not self._transport.is_closing():
             self._transport.resume_reading()
 
-    def send_text(self, text: str | bytes) -> bool:
-        """Queue one text message for the carrier; False when it cannot be sent now (closing, or
-        ``max_unsent_bytes`` already wait because the carrier is not reading)."""
-        return self._send(OP_TEXT, text.encode() if isinstance(text, str) else text)
+    def send_text(self, text: str | bytes, then: str | None = None) -> bool:
+        """Queue one text message for the carrier (and ``then``, a second one, in the same write);
+        False when it cannot be sent now (closing, or ``max_unsent_bytes`` already wait because
+        the carrier is not reading)."""
+        frame = encode_frame(OP_TEXT, text.encode() if isinstance(text, str) else text)
+        if then is not None:
+            frame += encode_frame(OP_TEXT, then.encode())
+        return self._send_frame(frame)
 
     def send_binary(self, data: bytes) -> bool:
-        return self._send(OP_BINARY, data)
+        return self._send_frame(encode_frame(OP_BINARY, data))
 
-    def _send(self, opcode: int, payload: bytes) -> bool:
+    def _send_frame(self, frames: bytes) -> bool:
         transport = self._transport
         if self._close_sent or transport.is_closing():
             return False
         if transport.get_write_buffer_size() > self._max_unsent:
             return False
-        transport.write(encode_frame(opcode, payload))
+        transport.write(frames)
         return True
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:

@@ -64,7 +64,8 @@ class CarrierLink(Protocol):
 
     out_format: AudioFormat
 
-    def send_media(self, audio: Audio) -> None: ...
+    def send_media(self, audio: Audio, mark: str | None = None) -> None:
+        """``mark``, when given, follows the audio (sent together: one write)."""
     def send_mark(self, name: str) -> None: ...
     def send_clear(self) -> None: ...
     async def hangup(self, reason: str) -> None: ...
@@ -605,20 +606,24 @@ class CallSession:
         ms = audio.duration_ms
         if item is not None:
             self._item_sent_ms[item] = self._item_sent_ms.get(item, 0.0) + ms
-        self.carrier.send_media(audio)
-        stats.frames_out += 1
         self._unmarked_ms += ms
-        if self._unmarked_ms >= MARK_EVERY_MS:
-            self._send_mark()
+        # A due play-out mark rides in the same write as the frame it follows (one syscall).
+        self.carrier.send_media(audio, self._new_mark() if self._unmarked_ms >= MARK_EVERY_MS else None)
+        stats.frames_out += 1
 
     def _send_mark(self, provider_mark: str | None = None) -> str:
+        name = self._new_mark(provider_mark)
+        self.carrier.send_mark(name)
+        return name
+
+    def _new_mark(self, provider_mark: str | None = None) -> str:
+        """Registers the next mark (the carrier echoes it once the audio sent so far has played)."""
         self._mark_seq += 1
         name = f"m{self._mark_seq}"
         item = self._current_item
         item_ms = self._item_sent_ms.get(item, 0.0) if item is not None else 0.0
         self._pending_marks[name] = (item, item_ms, provider_mark)
         self._unmarked_ms = 0.0
-        self.carrier.send_mark(name)
         return name
 
     def _clear(self, reason: str) -> None:

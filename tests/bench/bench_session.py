@@ -35,8 +35,10 @@ class NullCarrier:
         self.codec = codec
         self.sent = 0
 
-    def send_media(self, audio: Audio) -> None:
+    def send_media(self, audio: Audio, mark: str | None = None) -> None:
         self.codec.media_message(audio)
+        if mark is not None:
+            self.codec.mark_message(mark)
         self.sent += 1
 
     def send_mark(self, name: str) -> None:

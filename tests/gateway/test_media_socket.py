@@ -37,6 +37,9 @@ async def echo(request: web.Request) -> web.StreamResponse:
             task = asyncio.get_running_loop().create_task(sock.close(4401, "stream token forged"))
             tasks.add(task)
             return
+        if payload.startswith(b"pair:"):  # a frame and the mark that follows it: one write
+            sock.send_text(payload[5:], "mark")
+            return
         sock.send_text(payload)
 
     sock.start(on_message, closed.set)
@@ -67,6 +70,12 @@ async def test_text_echo_and_a_fragmented_message(url: str) -> None:
         assert await ws.recv() == "hello"
         await ws.send(["frag", "mented"])  # websockets sends an iterable as one fragmented message
         assert await ws.recv() == "fragmented"
+
+
+async def test_a_message_and_its_follower_arrive_in_order(url: str) -> None:
+    async with connect(url) as ws:
+        await ws.send("pair:media")
+        assert [await ws.recv(), await ws.recv()] == ["media", "mark"]
 
 
 async def test_ping_is_answered(url: str) -> None:
