@@ -296,12 +296,14 @@ class CallSession:
             self._item_played_ms[item_id] = item_ms
         if provider_mark is not None and self.provider is not None:
             return self._forward_mark(self.provider, provider_mark, name)
-        if name == self._hangup_mark:
-            self.request_end("completed", "provider_hangup")
+        self._end_if_farewell_played(name)
         return None
 
     async def _forward_mark(self, provider: ProviderSession, provider_mark: str, name: str) -> None:
         await provider.on_mark(provider_mark)
+        self._end_if_farewell_played(name)
+
+    def _end_if_farewell_played(self, name: str) -> None:
         if name == self._hangup_mark:
             self.request_end("completed", "provider_hangup")
 
