@@ -137,6 +137,16 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
     uvloop.run(coro)
 
 
+def _log_compiled_modules() -> None:
+    """Says whether the per-frame modules run compiled (setup.py), and warns when one is stale."""
+    from gateway.compiled import compiled_module_names, stale_extensions
+
+    names = compiled_module_names()
+    log.info("compiled modules (mypyc): %s", ", ".join(names) if names else "none (pure Python)")
+    for source in stale_extensions():
+        log.warning("%s changed after it was compiled: the old build runs until reinstalled", source)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(host=args.host, port=args.port, db_url=args.db)
     logging.basicConfig(
@@ -146,6 +156,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.demo:
         _dev_credentials(settings.var_dir)
         settings = Settings.from_env(host=args.host, port=args.port, db_url=args.db)
+    _log_compiled_modules()
     workers = max(1, args.workers)
     if workers > 1 and settings.preconnect:
         # The kernel spreads the webhook and the media socket over workers independently: a

@@ -44,7 +44,7 @@ from providers.base import ALAW_8000, MULAW_8000, Audio, AudioFormat
 
 # UNVERIFIED: Telnyx's L16 byte order. Reports conflict; we follow RFC 2586 (network order,
 # big-endian), as pipecat#3383/#3384 do. Set to False to treat L16 as little-endian PCM16.
-L16_BIG_ENDIAN: Final = True
+L16_BIG_ENDIAN = True  # not Final: compiled code (setup.py) then reads it at run time, so it can be switched
 
 # UNVERIFIED: whether Telnyx accepts/requires ``stream_id`` on frames we send. Pipecat omits it
 # in production and the reference's outbound shapes have none.
