@@ -26,6 +26,15 @@ COMPILED_MODULES = [
     "gateway/carriers/twilio.py",
     "gateway/carriers/telnyx.py",
     "providers/echo.py",
+    "gateway/media.py",
+    "gateway/session.py",
+    "providers/ws_client.py",
+    # the load generator's per-frame path: its CPU, not the gateway's, capped the bench's steps
+    "loadtest/carriers/ws.py",
+    "loadtest/carriers/wire.py",
+    "loadtest/carriers/call.py",
+    "loadtest/pacer.py",
+    "loadtest/playout.py",
 ]
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import cast
 from urllib.parse import urlsplit
 
+from mypy_extensions import mypyc_attr
 from websockets.utils import accept_key
 
 try:  # the C routine ships with websockets wheels; the pure-Python one is its documented fallback
@@ -68,6 +69,7 @@ class FrameError(Exception):
         self.reason = reason
 
 
+@mypyc_attr(native_class=False)  # compiled (setup.py), it could not otherwise extend ConnectionError
 class HandshakeError(ConnectionError):
     """The server did not accept the upgrade, or answered it wrongly."""
 
