@@ -10,22 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 
 from providers.base import Hangup, ProviderEvent, ProviderSession
 
 
 class EventFeed:
     """The queue behind ``events()``. ``push`` returns the backlog left after it (0 when the
-    event was delivered at once), so the producer can push back (pause a socket, drop audio)."""
+    event was delivered at once), so the producer can push back (pause a socket, drop audio);
+    ``on_drained`` (e.g. resume reading that socket) runs each time the pump takes the next event
+    with fewer than ``drained_below`` left."""
 
-    __slots__ = ("_ended", "_queue", "_session", "_wakeup")
-
-    def __init__(self, session: ProviderSession) -> None:
+    def __init__(
+        self,
+        session: ProviderSession,
+        on_drained: Callable[[], None] | None = None,
+        drained_below: int = 0,
+    ) -> None:
         self._session = session
         self._queue: collections.deque[ProviderEvent] = collections.deque()
         self._wakeup: asyncio.Future[None] | None = None
         self._ended = False
+        self._hung_up = False
+        self._on_drained = on_drained
+        self._drained_below = drained_below
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -54,20 +62,44 @@ class EventFeed:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def events(self) -> AsyncIterator[ProviderEvent]:
+    def events(self) -> FeedEvents:
         """Queued events in order; ends after a ``Hangup`` or once ``end()`` was called."""
-        loop = asyncio.get_running_loop()
+        return FeedEvents(self)
+
+    async def next_event(self) -> ProviderEvent | None:
+        """The next event, waiting for one; None once the feed is over."""
+        if self._hung_up:
+            return None
         queue = self._queue
-        while True:
-            while queue:
-                event = queue.popleft()
-                yield event
-                if type(event) is Hangup:
-                    return
+        on_drained = self._on_drained
+        if on_drained is not None and len(queue) < self._drained_below:
+            on_drained()
+        while not queue:
             if self._ended:
-                return
-            self._wakeup = loop.create_future()
+                return None
+            waiter = asyncio.get_running_loop().create_future()
+            self._wakeup = waiter
             try:
-                await self._wakeup
+                await waiter
             finally:
                 self._wakeup = None
+        event = queue.popleft()
+        if type(event) is Hangup:
+            self._hung_up = True
+        return event
+
+
+class FeedEvents:
+    """``async for`` over an ``EventFeed`` (a class, not an async generator: mypyc compiles it)."""
+
+    def __init__(self, feed: EventFeed) -> None:
+        self._feed = feed
+
+    def __aiter__(self) -> FeedEvents:
+        return self
+
+    async def __anext__(self) -> ProviderEvent:
+        event = await self._feed.next_event()
+        if event is None:
+            raise StopAsyncIteration
+        return event

@@ -24,9 +24,10 @@ from providers.base import (
 )
 from providers.bolna import protocol
 from providers.history import history_text
-from providers.ws_adapter import WsProviderSession, connect_deadline, open_ws, ws_url_from_http
+from providers.ws_adapter import connect_deadline, open_ws, ws_url_from_http
 from providers.ws_client import ProviderSocket
 from providers.ws_frames import OP_CLOSE, OP_TEXT
+from providers.ws_session import WsProviderSession
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +37,7 @@ DialectCodec = protocol.TwilioDialect | protocol.WebDialect
 class BolnaSession(WsProviderSession):
     name = "bolna"
 
-    def __init__(
-        self, ws: ProviderSocket, codec: DialectCodec, early: Sequence[ProviderEvent] = ()
-    ) -> None:
+    def __init__(self, ws: ProviderSocket, codec: DialectCodec, early: Sequence[ProviderEvent] = ()) -> None:
         super().__init__(ws)
         self.codec = codec
         self.input_format = codec.input_format
@@ -127,9 +126,7 @@ async def connect(ctx: ProviderContext) -> BolnaSession:
     return BolnaSession(ws, codec, early)
 
 
-async def _await_ack(
-    ws: ProviderSocket, codec: protocol.WebDialect, early: list[ProviderEvent]
-) -> None:
+async def _await_ack(ws: ProviderSocket, codec: protocol.WebDialect, early: list[ProviderEvent]) -> None:
     while True:
         opcode, data = await ws.receive()
         if opcode == OP_TEXT:

@@ -24,8 +24,9 @@ from providers.deepgram.protocol import (
     negotiate,
     settings_message,
 )
-from providers.ws_adapter import WsProviderSession, await_ready, connect_deadline, open_ws, ws_url_from_http
+from providers.ws_adapter import await_ready, connect_deadline, open_ws, ws_url_from_http
 from providers.ws_client import ProviderSocket
+from providers.ws_session import WsProviderSession
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,7 @@ KEEPALIVE_INTERVAL_S = 5.0  # docs say every 8 s while idle; the SDK suggests ~5
 class DeepgramSession(WsProviderSession):
     name = "deepgram"
 
-    def __init__(
-        self, ws: ProviderSocket, fmt: AudioFormat, ctx: ProviderContext, hangup_tool: str
-    ) -> None:
+    def __init__(self, ws: ProviderSocket, fmt: AudioFormat, ctx: ProviderContext, hangup_tool: str) -> None:
         super().__init__(ws)
         self.input_format = fmt
         self.output_format = fmt

@@ -29,15 +29,10 @@ from providers.elevenlabs.protocol import (
     parse_initiation_metadata,
     user_audio_message,
 )
-from providers.ws_adapter import (
-    WsProviderSession,
-    connect_deadline,
-    kind_for_status,
-    open_ws,
-    ws_url_from_http,
-)
+from providers.ws_adapter import connect_deadline, kind_for_status, open_ws, ws_url_from_http
 from providers.ws_client import ProviderSocket
 from providers.ws_frames import OP_BINARY, OP_TEXT
+from providers.ws_session import WsProviderSession
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +40,7 @@ log = logging.getLogger(__name__)
 class ElevenLabsSession(WsProviderSession):
     name = "elevenlabs"
 
-    def __init__(
-        self, ws: ProviderSocket, start: SessionStart, ctx: ProviderContext
-    ) -> None:
+    def __init__(self, ws: ProviderSocket, start: SessionStart, ctx: ProviderContext) -> None:
         super().__init__(ws)
         self.input_format = start.input_format
         self.output_format = start.output_format

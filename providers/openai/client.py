@@ -31,8 +31,9 @@ from providers.openai.protocol import (
     response_create,
     session_update,
 )
-from providers.ws_adapter import WsProviderSession, await_ready, connect_deadline, open_ws, ws_url_from_http
+from providers.ws_adapter import await_ready, connect_deadline, open_ws, ws_url_from_http
 from providers.ws_client import ProviderSocket
+from providers.ws_session import WsProviderSession
 
 log = logging.getLogger(__name__)
 

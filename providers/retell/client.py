@@ -24,8 +24,9 @@ from providers.base import (
     ProviderEvent,
 )
 from providers.retell import protocol
-from providers.ws_adapter import RawAudioWsSession, connect_deadline, open_ws, post_json, ws_url_from_http
+from providers.ws_adapter import connect_deadline, open_ws, post_json, ws_url_from_http
 from providers.ws_client import ProviderSocket
+from providers.ws_session import RawAudioWsSession
 
 logger = logging.getLogger(__name__)
 _deprecation_logged = False

@@ -21,8 +21,9 @@ from providers.base import (
     ToolCall,
 )
 from providers.vapi import protocol
-from providers.ws_adapter import RawAudioWsSession, connect_deadline, open_ws, post_json
+from providers.ws_adapter import connect_deadline, open_ws, post_json
 from providers.ws_client import ProviderSocket
+from providers.ws_session import RawAudioWsSession
 
 logger = logging.getLogger(__name__)
 

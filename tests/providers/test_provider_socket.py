@@ -22,9 +22,9 @@ from websockets.utils import accept_key
 
 from providers import ws_client
 from providers.base import MULAW_8000, Audio, AudioOut, Notice, ProviderEvent
-from providers.ws_adapter import WsProviderSession
 from providers.ws_client import HandshakeError, ProviderSocket
 from providers.ws_frames import OP_BINARY, OP_CLOSE, OP_TEXT, FrameParser, encode_frame
+from providers.ws_session import WsProviderSession
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
@@ -370,7 +370,7 @@ async def test_a_message_the_adapter_cannot_handle_is_skipped_not_fatal(
     assert session.messages_failed == 2
     assert sum("could not be handled" in r.message for r in caplog.records) == 1  # logged once
     await session.close()
-    await events.aclose()
+    assert await asyncio.wait_for(anext(events, None), 2) is None  # closing ended the events
 
 
 # ---------------------------------------------------------------------------------- helpers
