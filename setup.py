@@ -26,9 +26,15 @@ COMPILED_MODULES = [
     "gateway/carriers/twilio.py",
     "gateway/carriers/telnyx.py",
     "providers/echo.py",
+    "providers/base.py",
     "gateway/media.py",
     "gateway/session.py",
     "providers/ws_client.py",
+    # a relayed call's agent frames: the session shell, its event queue and the benched provider
+    "providers/event_feed.py",
+    "providers/ws_session.py",
+    "providers/deepgram/protocol.py",
+    "providers/deepgram/client.py",
     # the load generator's per-frame path: its CPU, not the gateway's, capped the bench's steps
     "loadtest/carriers/ws.py",
     "loadtest/carriers/wire.py",

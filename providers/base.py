@@ -8,16 +8,15 @@ nothing about carriers or the database; the session knows nothing about provider
 
 from __future__ import annotations
 
-import base64
 import binascii
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
-if TYPE_CHECKING:
-    import aiohttp
+import aiohttp  # at run time: the compiled build (setup.py) evaluates dataclass annotations
+from mypy_extensions import mypyc_attr
 
 # --------------------------------------------------------------------------------------------
 # Audio
@@ -85,14 +84,14 @@ class Audio:
     def raw(self) -> bytes:
         if self._raw is None:
             assert self._b64 is not None
-            self._raw = base64.b64decode(self._b64, validate=True)
+            self._raw = binascii.a2b_base64(self._b64, strict_mode=True)
         return self._raw
 
     @property
     def b64(self) -> str:
         if self._b64 is None:
             assert self._raw is not None
-            self._b64 = base64.b64encode(self._raw).decode("ascii")
+            self._b64 = binascii.b2a_base64(self._raw, newline=False).decode("ascii")
         return self._b64
 
     @property
@@ -121,7 +120,7 @@ class Audio:
 def decode_b64_strict(text: str) -> bytes:
     """Decode standard base64, raising ``ValueError`` on any invalid character or padding."""
     try:
-        return base64.b64decode(text, validate=True)
+        return binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"invalid base64: {exc}") from None
 
@@ -291,6 +290,7 @@ class ProviderContext:
         return f"ProviderContext(call_id={self.call_id!r}, provider={self.provider!r})"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled (setup.py); every adapter extends it
 class ProviderSession(ABC):
     """One live conversation with a provider.
 
@@ -301,7 +301,8 @@ class ProviderSession(ABC):
     - ``close()`` is idempotent, prompt, and makes ``events()`` end.
     """
 
-    name: str
+    # a class attribute (ClassVar): compiled code then finds a plain-Python subclass's own value
+    name: ClassVar[str]
     input_format: AudioFormat
     output_format: AudioFormat
 
