@@ -35,6 +35,7 @@ COMPILED_MODULES = [
     "providers/ws_session.py",
     "providers/deepgram/protocol.py",
     "providers/deepgram/client.py",
+    "gateway/audio.py",  # transcoding: numpy per frame, but the glue between its calls is Python
     # the load generator's per-frame path: its CPU, not the gateway's, capped the bench's steps
     "loadtest/carriers/ws.py",
     "loadtest/carriers/wire.py",
