@@ -62,21 +62,25 @@ class EventFeed:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def events(self) -> FeedEvents:
-        """Queued events in order; ends after a ``Hangup`` or once ``end()`` was called."""
-        return FeedEvents(self)
+    def events(self) -> EventFeed:
+        """Queued events in order; ends after a ``Hangup`` or once ``end()`` was called.
+        The feed is its own iterator (a class, not an async generator: mypyc compiles it)."""
+        return self
 
-    async def next_event(self) -> ProviderEvent | None:
-        """The next event, waiting for one; None once the feed is over."""
+    def __aiter__(self) -> EventFeed:
+        return self
+
+    async def __anext__(self) -> ProviderEvent:
+        """The next event, waiting for one."""
         if self._hung_up:
-            return None
+            raise StopAsyncIteration
         queue = self._queue
         on_drained = self._on_drained
         if on_drained is not None and len(queue) < self._drained_below:
             on_drained()
         while not queue:
             if self._ended:
-                return None
+                raise StopAsyncIteration
             waiter = asyncio.get_running_loop().create_future()
             self._wakeup = waiter
             try:
@@ -86,20 +90,4 @@ class EventFeed:
         event = queue.popleft()
         if type(event) is Hangup:
             self._hung_up = True
-        return event
-
-
-class FeedEvents:
-    """``async for`` over an ``EventFeed`` (a class, not an async generator: mypyc compiles it)."""
-
-    def __init__(self, feed: EventFeed) -> None:
-        self._feed = feed
-
-    def __aiter__(self) -> FeedEvents:
-        return self
-
-    async def __anext__(self) -> ProviderEvent:
-        event = await self._feed.next_event()
-        if event is None:
-            raise StopAsyncIteration
         return event
