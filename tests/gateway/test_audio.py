@@ -265,6 +265,22 @@ def test_resampler_keeps_real_time_cadence() -> None:
     assert sum(sizes) >= 49 * 320
 
 
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 160, 640, 960])
+def test_audio_base64_matches_the_standard_library(size: int) -> None:
+    """The SIMD codec gives the stdlib's text and bytes, both ways, for every padding case."""
+    raw = bytes(range(256)) * 4
+    raw = raw[:size]
+    text = base64.b64encode(raw).decode()
+    assert Audio(MULAW_8000, raw=raw).b64 == text
+    assert Audio(MULAW_8000, b64=text).raw == raw
+
+
+@pytest.mark.parametrize("text", ["abc", "ab=c", "=abc", "ab c", "abcd\n", "ab-_", "ééé=", "abcd===="])
+def test_audio_refuses_malformed_base64(text: str) -> None:
+    with pytest.raises(ValueError):
+        _ = Audio(MULAW_8000, b64=text).raw
+
+
 @pytest.mark.parametrize("provider_format", [PCM16_16000, PCM16_24000])
 def test_transcoded_round_trip_returns_audio_in_the_same_frame(provider_format: AudioFormat) -> None:
     """Caller mu-law 8k -> provider PCM -> caller mu-law 8k, 20 ms frames: a tone onset comes back
