@@ -454,4 +454,3 @@ def _health_row_dict(row: Any) -> dict[str, Any]:
 def _consume_exception(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved here so an unused failed pre-connect never logs "never retrieved"
-
