@@ -35,6 +35,11 @@ COMPILED_MODULES = [
     "providers/ws_session.py",
     "providers/deepgram/protocol.py",
     "providers/deepgram/client.py",
+    # JSON + base64 audio on every frame: the two adapters most calls are expected to use
+    "providers/elevenlabs/protocol.py",
+    "providers/elevenlabs/client.py",
+    "providers/openai/protocol.py",
+    "providers/openai/client.py",
     "gateway/audio.py",  # transcoding: numpy per frame, but the glue between its calls is Python
     # the load generator's per-frame path: its CPU, not the gateway's, capped the bench's steps
     "loadtest/carriers/ws.py",
