@@ -118,6 +118,14 @@ class Audio:
         return f"Audio({self.fmt}, {self.nbytes} B)"
 
 
+def audio_from_b64(fmt: AudioFormat, text: str) -> Audio:
+    """A provider's base64 audio, decoded at once: malformed text raises ``ValueError`` where the
+    message is parsed, so the session skips and counts that message (``WsProviderSession``)
+    instead of forwarding it to the carrier unchecked or failing later in the transcoder. Both
+    representations are kept: passthrough sends the same text, a transcoder never decodes again."""
+    return Audio(fmt, raw=pybase64.b64decode(text, validate=True), b64=text)
+
+
 # --------------------------------------------------------------------------------------------
 # Errors: classified so the router knows whether to retry, cool down or trip the breaker
 # --------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from providers.base import (
     Notice,
     ProviderEvent,
     Transcript,
+    audio_from_b64,
     excerpt,
 )
 
@@ -152,7 +153,7 @@ class TwilioDialect:
             media = msg.get("media")
             payload = media.get("payload") if isinstance(media, dict) else None
             if isinstance(payload, str) and payload:
-                return [AudioOut(Audio(MULAW_8000, b64=payload))]
+                return [AudioOut(audio_from_b64(MULAW_8000, payload))]
             return []
         if event == "mark":
             mark = msg.get("mark")
@@ -197,7 +198,7 @@ class WebDialect:
         if kind == "audio":
             data = msg.get("data")
             if isinstance(data, str) and data:
-                return [AudioOut(Audio(self.output_format, b64=data))]
+                return [AudioOut(audio_from_b64(self.output_format, data))]
             return []
         if kind == "mark":
             name = msg.get("name")

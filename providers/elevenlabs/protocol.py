@@ -17,7 +17,6 @@ import orjson
 
 from providers.base import (
     MULAW_8000,
-    Audio,
     AudioFormat,
     AudioOut,
     ErrorKind,
@@ -29,6 +28,7 @@ from providers.base import (
     ToolCall,
     Transcript,
     UsageFacts,
+    audio_from_b64,
 )
 
 DEFAULT_HTTP_BASE = "https://api.elevenlabs.io"
@@ -222,7 +222,7 @@ class ElevenLabsCodec:
         b64 = body.get("audio_base_64")
         if not b64:
             return None
-        audio = Audio(self.output_format, b64=b64)
+        audio = audio_from_b64(self.output_format, b64)
         self.usage.audio_out_ms += audio.duration_ms
         return AudioOut(audio, str(event_id))
 

@@ -21,7 +21,6 @@ from providers.base import (
     ALAW_8000,
     MULAW_8000,
     PCM16_24000,
-    Audio,
     AudioFormat,
     AudioOut,
     ErrorKind,
@@ -35,6 +34,7 @@ from providers.base import (
     ToolCall,
     Transcript,
     UsageFacts,
+    audio_from_b64,
 )
 from providers.tools import tool_answer, tool_arguments
 
@@ -237,7 +237,7 @@ class OpenAICodec:
 
     def _audio(self, message: Mapping[str, Any]) -> Sequence[ProviderEvent]:
         item_id = message.get("item_id")
-        audio = Audio(self.output_format, b64=message["delta"])
+        audio = audio_from_b64(self.output_format, message["delta"])
         ms = audio.duration_ms
         self.usage.audio_out_ms += ms
         if item_id != self.playing_item:
