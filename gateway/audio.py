@@ -211,7 +211,7 @@ class _IntegerRatioResampler:
         key = len(x) * self._down + self._phase
         plan = self._last_plan
         if key != self._last_key or plan is None:
-            plan = self._plans.get(key) or self._plan(len(x))
+            plan = self._plans.get(key) or self._plan(len(x), key)
             self._last_key = key
             self._last_plan = plan
         chunk, windows, contiguous, matrix, out, pcm, history, tail, self._phase = plan
@@ -224,14 +224,14 @@ class _IntegerRatioResampler:
         pcm[...] = out
         return pcm.tobytes()
 
-    def _plan(self, n: int) -> _Plan:
+    def _plan(self, n: int, key: int) -> _Plan:
+        """Builds and caches under ``key`` the plan for an ``n``-sample chunk at the current phase."""
         m, h = self._down, self._history
         if len(self._buffer) < h + n:
             grown = np.zeros(h + n, dtype=np.float32)
             grown[:h] = self._buffer[:h]
             self._buffer = grown
-            self._plans.clear()  # their views point into the old buffer
-            self._last_plan = None
+            self._plans.clear()  # their views point into the old buffer (process replaces the last one)
         elif len(self._plans) >= _FIR_MAX_PLANS:
             self._plans.clear()
         first = -self._phase % m  # first kept input sample of the chunk
@@ -255,7 +255,7 @@ class _IntegerRatioResampler:
             tail=self._buffer[n : n + h],
             next_phase=(self._phase + n) % m,
         )
-        self._plans[n * m + self._phase] = plan
+        self._plans[key] = plan
         return plan
 
     def reset(self) -> None:
