@@ -1,7 +1,8 @@
-"""Which of voicegw's modules run as mypyc-compiled extensions, and which extensions are stale.
+"""Which of voicegw's modules run as compiled extensions, and which extensions are stale.
 
 ``setup.py`` compiles the per-frame modules in place (next to their ``.py``) on an editable
-install. Python then imports the extension, not the source: after an edit, the old code keeps
+install, with mypyc; hand-written C modules (``gateway/_polyphase.c``) are built next to their
+``.c`` the same way. Python then imports the extension, not the source: after an edit, the old code keeps
 running until the next install. A stale extension is one older than its source; the test suite
 refuses to run with one, ``voicegw serve`` warns, and ``make`` rebuilds
 (``python -m gateway.compiled`` exits 1 when one is stale).
@@ -34,9 +35,11 @@ def extensions(roots: Iterable[Path] | None = None) -> dict[Path, Path]:
     for root in _package_dirs() if roots is None else roots:
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:
             for ext in root.rglob("*" + suffix):
-                source = ext.with_name(ext.name[: -len(suffix)] + ".py")
-                if source.exists():
-                    found[ext] = source
+                stem = ext.name[: -len(suffix)]
+                for source in (ext.with_name(stem + ".py"), ext.with_name(stem + ".c")):
+                    if source.exists():
+                        found[ext] = source
+                        break
     return found
 
 

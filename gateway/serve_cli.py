@@ -139,10 +139,12 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
 
 def _log_compiled_modules() -> None:
     """Says whether the per-frame modules run compiled (setup.py), and warns when one is stale."""
+    from gateway._polyphase import KERNELS
     from gateway.compiled import compiled_module_names, stale_extensions
 
     names = compiled_module_names()
-    log.info("compiled modules (mypyc): %s", ", ".join(names) if names else "none (pure Python)")
+    log.info("compiled modules: %s", ", ".join(names) if names else "none (pure Python)")
+    log.info("resampler kernel: %s (this CPU can run: %s)", KERNELS[0], ", ".join(KERNELS))
     for source in stale_extensions():
         log.warning("%s changed after it was compiled: the old build runs until reinstalled", source)
 

@@ -9,9 +9,11 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from gateway._polyphase import KERNELS, PolyphaseFIR
 from gateway.audio import (
     StreamResampler,
     Transcoder,
+    _filter_bank,
     _lowpass_taps,
     alaw_to_pcm16,
     l16be_to_pcm16,
@@ -238,6 +240,46 @@ def test_integer_ratio_matches_whole_signal_convolution(in_rate: int, out_rate: 
     assert len(got) == len(expected)
     assert np.max(np.abs(got - expected)) <= 1
     assert np.max(np.abs(expected)) >= 32767  # the clipping path was exercised
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize(("in_rate", "out_rate"), INTEGER_RATIOS)
+def test_every_native_kernel_matches_whole_signal_convolution(
+    in_rate: int, out_rate: int, kernel: str
+) -> None:
+    """The default kernel is the fastest this CPU runs (AVX2 here); the portable one (SSE2/NEON)
+    is what other machines get, so both are held to the reference, with random chunking."""
+    rng = np.random.default_rng(abs(out_rate - in_rate))
+    x = np.concatenate(
+        (tone(440, in_rate, 0.2) // 2, rng.integers(-32768, 32768, in_rate // 10).astype(np.int16))
+    )
+    up, down = max(out_rate // in_rate, 1), max(in_rate // out_rate, 1)
+    fir = PolyphaseFIR(_filter_bank(in_rate, out_rate), up, down, kernel=kernel)
+    data, parts, pos = pcm(x), [], 0
+    for size in chunk_sizes("random", in_rate, len(x), rng):
+        if pos >= len(x):
+            break
+        parts.append(fir.process(data[2 * pos : 2 * (pos + size)]))
+        pos += size
+    got, expected = samples(b"".join(parts)), reference_fir(x, in_rate, out_rate)
+    assert len(got) == len(expected)
+    assert np.max(np.abs(got - expected)) <= 1
+
+
+def test_native_fir_refuses_what_it_cannot_run() -> None:
+    bank = _filter_bank(8000, 16000)
+    with pytest.raises(ValueError, match="no kernel"):
+        PolyphaseFIR(bank, 2, 1, kernel="avx9000")
+    with pytest.raises(ValueError, match="float32"):
+        PolyphaseFIR(bank, 2, 2)  # up and down at once: not an integer ratio
+    with pytest.raises(ValueError, match="float32"):
+        PolyphaseFIR(bank[:-4], 2, 1)  # rows of unequal length
+    fir = PolyphaseFIR(bank, 2, 1)
+    with pytest.raises(ValueError, match="even"):
+        fir.process(b"\x00\x00\x00")
+    with pytest.raises(TypeError):
+        fir.process("not bytes")  # type: ignore[arg-type]
+    assert fir.process(bytearray(4)) == bytes(8)  # any buffer; silence stays silence
 
 
 def test_no_discontinuity_at_20ms_frame_boundaries() -> None:
