@@ -3,7 +3,7 @@
  * Why native: a 20 ms frame is ~20k multiply-adds, which numpy spreads over ~10 calls whose fixed
  * overhead (~0.25 us each) is most of the cost; here the whole frame is one call. No library does
  * this job: soxr's and libsamplerate's streaming engines either hold audio back or cost more per
- * frame (docs/architecture.md, "Why not soxr"). The filter itself is designed in Python
+ * frame (gateway/audio.py, "Why not soxr for everything"). The filter is designed in Python
  * (gateway.audio._filter_bank); this file only runs it.
  *
  * Semantics (identical to the numpy implementation it replaced, pinned by tests/gateway/test_audio.py
