@@ -68,7 +68,9 @@ GENERATOR_CORE = 1
 DEMO_NUMBER = "+15550001111"  # the demo tenant's echo line (storage/demo/demo.json)
 RELAY_MULAW_NUMBER = "+15550003001"
 RELAY_PCM_NUMBER = "+15550003002"
-DEFAULT_STEPS = (25, 50, 75, 100, 150, 200, 300, 450, 600, 800, 1000, 1200, 1600)
+# Every target's call count is a step, so a run that carries exactly the target is judged at it
+# (without 350, a (c) run that carried 350 calls but not 450 read as 300, a miss).
+DEFAULT_STEPS = (25, 50, 75, 100, 150, 200, 300, 350, 450, 600, 800, 1000, 1200, 1600)
 QUICK_STEPS = (5, 10)
 SIM_API_KEY = "bench-deepgram-key"
 WEBHOOK_RATE = 50.0

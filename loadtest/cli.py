@@ -153,7 +153,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("bench", help="run the standard benchmark matrix on this machine")
     b.add_argument("--quick", action="store_true", help="tiny steps, one run: a ~1 minute smoke test")
-    b.add_argument("--steps", type=_steps, help="concurrency steps, e.g. 50,100,200 (default: 50…1600)")
+    b.add_argument(
+        "--steps",
+        type=_steps,
+        help="concurrency steps, e.g. 50,100,200 (default: 25…1600, every target's call count among them)",
+    )
     b.add_argument("--duration", type=float, help="seconds each step is held at full load (default 10)")
     b.add_argument("--runs", type=int, help="runs per scenario; figures are medians (default 3)")
     b.add_argument("--out", default="bench/results", help="results directory (default bench/results)")

@@ -18,7 +18,12 @@ from aiohttp import WSMsgType
 
 from loadtest.baseline import BaselineServer
 from loadtest.bench import (
+    DEFAULT_STEPS,
     SCENARIOS,
+    TARGET_A_CALLS,
+    TARGET_B_CALLS,
+    TARGET_B_P99_CALLS,
+    TARGET_C_CALLS,
     BenchOptions,
     ScenarioData,
     assemble,
@@ -330,6 +335,12 @@ def test_steps_argument() -> None:
     for bad in ("100,50", "0,10", "a,b", ""):
         with pytest.raises(argparse.ArgumentTypeError):
             _steps(bad)
+
+
+def test_every_target_call_count_is_a_default_step() -> None:
+    """A target between two steps would be judged at the step below it."""
+    assert {TARGET_A_CALLS, TARGET_B_CALLS, TARGET_B_P99_CALLS, TARGET_C_CALLS} <= set(DEFAULT_STEPS)
+    assert list(DEFAULT_STEPS) == sorted(set(DEFAULT_STEPS))
 
 
 def test_relay_tenant_has_no_fallback() -> None:
