@@ -8,6 +8,8 @@ import base64
 import logging
 import os
 import stat
+import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -112,6 +114,24 @@ async def test_sqlite_wal_is_checkpointed_in_the_background(
         await asyncio.sleep(0.02)
     assert path.stat().st_size > 1_000_000
     await db.close()  # stops the checkpointer and closes its connection
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+async def test_sqlite_threads_run_below_the_event_loop(tmp_path: Path) -> None:
+    """The connection's worker thread is niced down; the thread that opened it (the loop's) is not."""
+    loop_tid = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, loop_tid)
+    conn = await storage.db._sqlite_connect(str(tmp_path / "n.db"), busy_timeout_ms=1000)
+    try:
+        await conn.create_function("worker_tid", 0, threading.get_native_id)
+        async with conn.execute("SELECT worker_tid()") as cursor:
+            row = await cursor.fetchone()
+        assert row is not None and row[0] != loop_tid
+        expected = min(19, before + storage.db.STORAGE_THREAD_NICE)
+        assert os.getpriority(os.PRIO_PROCESS, row[0]) == expected
+        assert os.getpriority(os.PRIO_PROCESS, loop_tid) == before
+    finally:
+        await conn.close()
 
 
 def main(argv: list[str]) -> int:
