@@ -57,7 +57,7 @@ from loadtest.bench_results import (
 )
 from loadtest.carriers.plan import Credentials
 from loadtest.carriers.signing import twilio_signature
-from loadtest.procstat import ProcSampler
+from loadtest.procstat import ProcSampler, StealSampler, WaitSampler
 from loadtest.runner import Criteria, LoadConfig, LoadReport, judge, run_load
 from loadtest.stats import Summary
 
@@ -331,16 +331,27 @@ class HoldSample:
     server_rss_mb: float
     generator_cpu_percent: float
     simulator_cpu_percent: float
+    # Run-queue wait in ms per second (None without schedstat): the server's event loop(s), the
+    # generator's loop, and the simulator's threads; and the hypervisor's steal over every core.
+    loop_wait_ms_per_s: float | None = None
+    generator_wait_ms_per_s: float | None = None
+    simulator_wait_ms_per_s: float | None = None
+    steal_percent: float | None = None
 
 
 async def sample_hold(
     server_pids: tuple[int, ...], simulator_pid: int | None, start_in_s: float, length_s: float
 ) -> HoldSample:
-    """CPU over exactly the hold window (every call live), RSS at its end; /proc, server plus children."""
+    """CPU and waits over exactly the hold window (every call live), RSS at its end; /proc, server plus
+    children."""
     await asyncio.sleep(start_in_s)
     server = ProcSampler(server_pids)
     generator = ProcSampler((os.getpid(),), include_children=False)
     simulator = ProcSampler((simulator_pid,)) if simulator_pid is not None else None
+    server_waits = WaitSampler(server_pids)
+    generator_waits = WaitSampler((os.getpid(),), include_children=False)
+    simulator_waits = WaitSampler((simulator_pid,)) if simulator_pid is not None else None
+    steal = StealSampler(frozenset(range(os.cpu_count() or 1)))
     await asyncio.sleep(length_s)
     s = server.sample()
     return HoldSample(
@@ -348,6 +359,10 @@ async def sample_hold(
         s.rss_mb,
         generator.sample().cpu_percent,
         simulator.sample().cpu_percent if simulator is not None else 0.0,
+        loop_wait_ms_per_s=server_waits.sample().main_ms_per_s,
+        generator_wait_ms_per_s=generator_waits.sample().main_ms_per_s,
+        simulator_wait_ms_per_s=simulator_waits.sample().all_ms_per_s if simulator_waits else None,
+        steal_percent=steal.sample(),
     )
 
 
@@ -400,6 +415,10 @@ def step_record(
         idle_rss_mb=idle_rss_mb,
         generator_cpu_percent=hold.generator_cpu_percent,
         simulator_cpu_percent=hold.simulator_cpu_percent,
+        loop_wait_ms_per_s=hold.loop_wait_ms_per_s,
+        generator_wait_ms_per_s=hold.generator_wait_ms_per_s,
+        simulator_wait_ms_per_s=hold.simulator_wait_ms_per_s,
+        steal_percent=hold.steal_percent,
         failed_calls=report.failed,
         refused_calls=report.refused,
         top_errors=report.top_errors(3),

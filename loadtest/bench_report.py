@@ -31,6 +31,10 @@ _STEP_COLUMNS = (
     ("kb_per_call", "KB/call", "{:.0f}"),
     ("generator_cpu_percent", "gen. CPU %", "{:.0f}"),
     ("simulator_cpu_percent", "sim. CPU %", "{:.0f}"),
+    ("loop_wait_ms_per_s", "loop wait ms/s", "{:.0f}"),
+    ("generator_wait_ms_per_s", "gen. wait ms/s", "{:.0f}"),
+    ("simulator_wait_ms_per_s", "sim. wait ms/s", "{:.0f}"),
+    ("steal_percent", "steal %", "{:.1f}"),
     ("load_before", "load before", "{:.2f}"),
     ("load_after", "load after", "{:.2f}"),
 )
@@ -43,6 +47,23 @@ def _cell(fmt: str, value: Any) -> str:
         return fmt.format(value)
     except (ValueError, TypeError):
         return str(value)
+
+
+def _waits(step: dict[str, Any]) -> str:
+    """What the cores did meanwhile, where recorded: who waited for a core, and the hypervisor's steal."""
+    parts = [
+        f"{label} {step[key]:.0f}"
+        for key, label in (
+            ("loop_wait_ms_per_s", "gateway loop"),
+            ("generator_wait_ms_per_s", "generator"),
+            ("simulator_wait_ms_per_s", "simulator"),
+        )
+        if step.get(key) is not None
+    ]
+    if not parts:
+        return ""
+    steal = f", steal {step['steal_percent']:.1f} %" if step.get("steal_percent") is not None else ""
+    return " (waited for a core, ms/s: " + ", ".join(parts) + steal + ")"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -82,7 +103,11 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
         "the hold window (server process and its children), and added latency and generator lateness "
         "are judged over the same window (every call streaming; the ramp's set-up burst excluded, its "
         "whole-run p99s are in the JSON); lost frames and failed calls count over the whole run; "
-        "KB/call = (RSS - idle RSS) / calls.",
+        "KB/call = (RSS - idle RSS) / calls. Wait ms/s is run-queue wait over the hold window "
+        "(/proc/<pid>/task/<tid>/schedstat): how long per second the server's event loop, the "
+        "generator's loop or the simulator's threads were ready to run but had no core; the simulator "
+        "shares the generator's core, and its delays count as added latency. Steal % is the share of "
+        "every core's time the hypervisor gave to someone else.",
         "",
         "## Targets",
         "",
@@ -165,7 +190,7 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
         for err in s["errors"]:
             out += [f"Error: `{err.splitlines()[0]}`", ""]
         failures = [
-            f"{step['calls']} calls (run {i + 1}): " + "; ".join(step["reasons"])
+            f"{step['calls']} calls (run {i + 1}): " + "; ".join(step["reasons"]) + _waits(step)
             for i, run in enumerate(s["runs"])
             for step in run
             if step["reasons"]

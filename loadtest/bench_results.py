@@ -74,6 +74,13 @@ class StepRecord:
     # since the fourth session; older result files judged the whole run and lack these two).
     latency_p99_run_ms: float | None = None
     lateness_p99_run_ms: float | None = None
+    # Why a step failed when CPU % does not say (since the fifth session; None in older files or
+    # without schedstat): run-queue wait in ms per second of the server's event loop(s), the
+    # generator's loop and the simulator's threads, and the hypervisor's steal over every core.
+    loop_wait_ms_per_s: float | None = None
+    generator_wait_ms_per_s: float | None = None
+    simulator_wait_ms_per_s: float | None = None
+    steal_percent: float | None = None
 
     @property
     def cpu_ms_per_call_s(self) -> float:
@@ -184,6 +191,13 @@ MEDIAN_FIGURES = (
     "cpu_ms_per_call_s",
     "kb_per_call",
 )
+# Medians over the runs that recorded them (older result files did not).
+OPTIONAL_MEDIAN_FIGURES = (
+    "loop_wait_ms_per_s",
+    "generator_wait_ms_per_s",
+    "simulator_wait_ms_per_s",
+    "steal_percent",
+)
 
 
 @dataclass(frozen=True)
@@ -226,6 +240,10 @@ def combine_runs(runs: Sequence[Sequence[StepRecord]]) -> list[StepMedian]:
         figures = {
             name: statistics.median(float(getattr(r, name)) for r in records) for name in MEDIAN_FIGURES
         }
+        for name in OPTIONAL_MEDIAN_FIGURES:
+            recorded = [float(v) for r in records if (v := getattr(r, name)) is not None]
+            if recorded:
+                figures[name] = statistics.median(recorded)
         out.append(
             StepMedian(
                 calls=calls,

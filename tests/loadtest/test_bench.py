@@ -186,6 +186,14 @@ def test_medians_over_runs_and_majority_status() -> None:
     assert tie.status == "failed"  # ties go to the worse verdict
 
 
+def test_waits_are_medians_over_the_runs_that_recorded_them() -> None:
+    older = step(100)  # a result file from before waits were recorded
+    recorded = [[step(100, simulator_wait_ms_per_s=w)] for w in (40.0, 90.0)]
+    steps = combine_runs([[older], *recorded])
+    assert steps[0].figures["simulator_wait_ms_per_s"] == 65.0
+    assert "loop_wait_ms_per_s" not in combine_runs([[older]])[0].figures
+
+
 def test_projection_uses_the_largest_step_with_usable_cpu_figures() -> None:
     steps = combine_runs([[step(100, cpu=40), step(200, cpu=80), step(300, "failed", cpu=100)]])
     p = project_capacity(steps, cores=1)
@@ -252,7 +260,8 @@ def test_ratio_latency_scaling_memory_and_webhook_verdicts() -> None:
 def _document() -> dict[str, Any]:
     data = {sc.key: ScenarioData(sc) for sc in SCENARIOS[:3]}
     data["baseline"].runs.append([step(50, cpu=20), step(100, cpu=40), step(150, "generator-limited")])
-    data["a"].runs.append([step(50, cpu=30), step(100, cpu=60), step(150, "failed", cpu=95)])
+    waits = {"loop_wait_ms_per_s": 12.0, "simulator_wait_ms_per_s": 250.0, "steal_percent": 0.4}
+    data["a"].runs.append([step(50, cpu=30), step(100, cpu=60), step(150, "failed", cpu=95, **waits)])
     data["b"].errors.append("run 1: RuntimeError: warm-up calls never reached the provider simulator")
     for d in data.values():
         d.loads.append({"run": 1, "before": [0.5, 0.4, 0.3], "after": [0.9, 0.5, 0.3]})
@@ -304,6 +313,8 @@ def test_document_and_markdown(tmp_path: Path) -> None:
     assert "Constant latency floor" in md and "warm-up calls never reached" in md
     assert "`send`" in md and "(2026-01-01/latency_p99.png)" in md
     assert "| 1 | baseline |" in md
+    assert "| loop wait ms/s |" in md and "| 250 | 0.4 |" in md  # recorded waits and steal
+    assert "(waited for a core, ms/s: gateway loop 12, simulator 250, steal 0.4 %)" in md
 
     path = write_results(doc, tmp_path)
     assert path.name.endswith(".md") and (tmp_path / f"{doc['date']}.json").exists()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 
-from loadtest.procstat import ProcSampler
+import pytest
+
+from loadtest.procstat import ProcSampler, StealSampler, WaitSampler
 
 SPIN = "import time\\nend = time.time() + 2\\nwhile time.time() < end: pass"
 BUSY_PARENT = f"""
@@ -40,3 +43,31 @@ def test_vanished_process_reads_as_zero() -> None:
     proc.wait()
     sample = ProcSampler((proc.pid,)).sample()
     assert sample.cpu_percent == 0.0 and sample.rss_mb == 0.0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/schedstat"), reason="the kernel keeps no schedstat")
+def test_waits_show_two_processes_sharing_one_core() -> None:
+    """Two spinners pinned to one core each wait about half the time; one alone barely waits."""
+    core = min(os.sched_getaffinity(0))
+    spin = [sys.executable, "-c", SPIN.replace("\\n", "\n")]
+    procs = [subprocess.Popen(spin, preexec_fn=lambda: os.sched_setaffinity(0, {core})) for _ in range(2)]
+    try:
+        time.sleep(0.2)
+        sampler = WaitSampler((procs[0].pid,))
+        time.sleep(0.8)
+        shared = sampler.sample()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert shared.main_ms_per_s is not None and shared.all_ms_per_s is not None
+    # Loose (the machine may be shared): waiting a fair share of each second, never more than all of it.
+    assert 150 < shared.main_ms_per_s <= shared.all_ms_per_s < 1100
+
+
+def test_steal_is_a_share_or_unknown() -> None:
+    sampler = StealSampler(frozenset(os.sched_getaffinity(0)))
+    time.sleep(0.1)
+    steal = sampler.sample()
+    assert steal is None or 0.0 <= steal <= 100.0
+    assert StealSampler(frozenset({10_000})).sample() is None  # no such core
