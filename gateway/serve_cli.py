@@ -17,11 +17,13 @@ import os
 import secrets
 import signal
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
+from setproctitle import setproctitle, setthreadtitle
 
 from gateway.config import Settings
 
@@ -107,6 +109,12 @@ async def _serve(settings: Settings, demo: bool, reuse_port: bool, recover_calls
     _freeze_startup_objects()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # asyncio.to_thread work (the recorder's start-up replay) runs here: named, like every thread of
+    # ours, so `top -H` and /proc/<pid>/task/*/comm say whose they are (uvloop's name lookups run on
+    # libuv's own, already named "libuv-worker").
+    loop.set_default_executor(
+        ThreadPoolExecutor(thread_name_prefix="voicegw-io", initializer=setthreadtitle, initargs=("vgw-io",))
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
@@ -149,6 +157,13 @@ def _log_compiled_modules() -> None:
         log.warning("%s changed after it was compiled: the old build runs until reinstalled", source)
 
 
+def _name_process(title: str, loop_thread: str) -> None:
+    """``ps`` shows ``title`` (port, worker n of N); ``top -H``, ``pgrep voicegw`` and schedstat
+    tools show the main thread, which runs the event loop, as ``loop_thread`` (at most 15 bytes)."""
+    setproctitle(title)
+    setthreadtitle(loop_thread)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(host=args.host, port=args.port, db_url=args.db)
     logging.basicConfig(
@@ -165,14 +180,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         # pre-connection would sit on the wrong worker (N-1)/N of the time, billed and unused.
         log.info("pre-connect is off with --workers > 1")
         settings.preconnect = False
+    title = f"voicegw serve :{settings.port}"
     if workers == 1:
+        _name_process(title, "voicegw")
         _run(_serve(settings, args.demo, reuse_port=False))
         return 0
+    _name_process(f"{title} parent of {workers} workers", "voicegw-parent")
     _run(_prepare(settings, args.demo))
     children: list[int] = []
-    for _ in range(workers):
+    for n in range(1, workers + 1):
         pid = os.fork()
         if pid == 0:  # worker
+            _name_process(f"{title} worker {n}/{workers}", f"voicegw-w{n}")
             code = 0
             try:
                 _run(_serve(settings, False, reuse_port=True, recover_calls=False))  # parent recovered

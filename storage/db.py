@@ -30,10 +30,11 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import aiosqlite
 import asyncpg
+from setproctitle import setthreadtitle
 
 log = logging.getLogger(__name__)
 
@@ -223,13 +224,29 @@ WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 STORAGE_THREAD_NICE = 19
 
 
-class _LowPriorityConnection(sqlite3.Connection):
-    """sqlite3 connection that lowers its creating thread's CPU priority: aiosqlite calls the
-    connector in the connection's own worker thread, so that thread is the one lowered."""
+class _StorageThreadConnection(sqlite3.Connection):
+    """sqlite3 connection that lowers its creating thread's CPU priority and names it: aiosqlite
+    calls the connector in the connection's own worker thread, so that thread is the one lowered
+    and named (``top -H``, ``/proc/<pid>/task/*/comm``, py-spy show the role, not ``python3``)."""
+
+    thread_title: ClassVar[str] = "vgw-db"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         lower_thread_priority(STORAGE_THREAD_NICE)
+        setthreadtitle(self.thread_title)
+
+
+class _WriterConnection(_StorageThreadConnection):
+    thread_title = "vgw-db-writer"
+
+
+class _ReaderConnection(_StorageThreadConnection):
+    thread_title = "vgw-db-reader"
+
+
+class _CheckpointConnection(_StorageThreadConnection):
+    thread_title = "vgw-db-checkpt"
 
 
 def lower_thread_priority(steps: int) -> None:
@@ -244,8 +261,10 @@ def lower_thread_priority(steps: int) -> None:
         log.debug("storage thread keeps its priority: %s", exc)
 
 
-async def _sqlite_connect(path: str, busy_timeout_ms: int) -> aiosqlite.Connection:
-    conn = await aiosqlite.connect(path, isolation_level=None, factory=_LowPriorityConnection)
+async def _sqlite_connect(
+    path: str, busy_timeout_ms: int, role: type[_StorageThreadConnection] = _WriterConnection
+) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=None, factory=role)
     conn.row_factory = sqlite3.Row
     for pragma in (
         "PRAGMA journal_mode=WAL",
@@ -270,10 +289,12 @@ async def open_sqlite(url: str, *, busy_timeout_ms: int = 5000) -> SqliteDatabas
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     writer = await _sqlite_connect(path, busy_timeout_ms)
     # An in-memory database is private to its connection: read through the writer then.
-    reader = writer if path == ":memory:" else await _sqlite_connect(path, busy_timeout_ms)
+    reader = writer if path == ":memory:" else await _sqlite_connect(path, busy_timeout_ms, _ReaderConnection)
     if reader is not writer:
         await reader.execute("PRAGMA query_only=ON")
-    checkpointer = None if path == ":memory:" else await _sqlite_connect(path, busy_timeout_ms)
+    checkpointer = (
+        None if path == ":memory:" else await _sqlite_connect(path, busy_timeout_ms, _CheckpointConnection)
+    )
     return SqliteDatabase(url, writer, reader, checkpointer)
 
 

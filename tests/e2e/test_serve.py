@@ -185,9 +185,36 @@ async def test_drain_deadline_ends_remaining_calls_cleanly(tmp_path: Path) -> No
     assert status == "completed" and reason_rows == 1 and billed >= 1
 
 
+def _names(pid: int) -> tuple[str, set[str]]:
+    """A process's title (its command line) and the names of its threads, from /proc."""
+    title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode().strip()
+    return title, {p.read_text().strip() for p in Path(f"/proc/{pid}/task").glob("*/comm")}
+
+
+def _children(pid: int) -> list[int]:
+    return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="names are read from /proc")
+async def test_processes_and_threads_are_named_for_operators(served: ServeProcess) -> None:
+    port = served.url.rsplit(":", 1)[1]
+    title, threads = _names(served.proc.pid)
+    assert title == f"voicegw serve :{port}"
+    assert {"voicegw", "vgw-db-writer", "vgw-db-reader", "vgw-db-checkpt"} <= threads
+
+
 async def test_two_workers_share_the_port(tmp_path: Path) -> None:
     sp = await _spawn(tmp_path, "--workers", "2")
     try:
+        if sys.platform.startswith("linux"):
+            port = sp.url.rsplit(":", 1)[1]
+            assert _names(sp.proc.pid)[0] == f"voicegw serve :{port} parent of 2 workers"
+            workers = [_names(pid) for pid in _children(sp.proc.pid)]
+            assert sorted(title for title, _ in workers) == [
+                f"voicegw serve :{port} worker {n}/2" for n in (1, 2)
+            ]
+            loops = sorted(name for _, threads in workers for name in threads if name.startswith("voicegw"))
+            assert loops == ["voicegw-w1", "voicegw-w2"]
         async with aiohttp.ClientSession() as http:
             plan = CallPlan(to="+15550001111", duration_s=1.0)
             results = await asyncio.gather(

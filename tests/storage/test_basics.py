@@ -116,6 +116,13 @@ async def test_sqlite_wal_is_checkpointed_in_the_background(
     await db.close()  # stops the checkpointer and closes its connection
 
 
+def _thread_names(tids: set[int] | None = None) -> set[str]:
+    """This process's thread names (all, or those of ``tids``), from /proc."""
+    tasks = Path("/proc/self/task")
+    paths = tasks.glob("*/comm") if tids is None else (tasks / str(t) / "comm" for t in tids)
+    return {p.read_text().strip() for p in paths}
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
 async def test_sqlite_threads_run_below_the_event_loop(tmp_path: Path) -> None:
     """The connection's worker thread is niced down; the thread that opened it (the loop's) is not."""
@@ -130,8 +137,19 @@ async def test_sqlite_threads_run_below_the_event_loop(tmp_path: Path) -> None:
         expected = min(19, before + storage.db.STORAGE_THREAD_NICE)
         assert os.getpriority(os.PRIO_PROCESS, row[0]) == expected
         assert os.getpriority(os.PRIO_PROCESS, loop_tid) == before
+        assert _thread_names({row[0]}) == {"vgw-db-writer"}  # named for top -H and schedstat
     finally:
         await conn.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread names are read from /proc")
+async def test_each_sqlite_connection_thread_is_named_for_its_role(tmp_path: Path) -> None:
+    db = await storage.db.open_sqlite(str(tmp_path / "roles.db"))
+    try:
+        names = _thread_names()
+    finally:
+        await db.close()
+    assert {"vgw-db-writer", "vgw-db-reader", "vgw-db-checkpt"} <= names
 
 
 def main(argv: list[str]) -> int:
@@ -142,8 +160,9 @@ def main(argv: list[str]) -> int:
     return int(args.func(args))
 
 
-def test_cli_migrate_provision_recover(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_migrate_provision_recover(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(ENV_KEY, base64.b64encode(TEST_KEY).decode())
     url = str(tmp_path / "cli.db")
