@@ -35,6 +35,7 @@ test: compiled
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway routing providers storage loadtest tests
+	$(BIN)/ruff format --check gateway routing providers storage loadtest tests setup.py
 	$(BIN)/mypy
 
 bench: compiled

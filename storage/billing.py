@@ -176,11 +176,18 @@ async def _load_call_workspace(tx: Executor, call: BillableCall) -> BillingWorks
 
 def _record(charge: Charge, call: BillableCall, period: BillingPeriod, created_at: int) -> UsageRecord:
     return UsageRecord(
-        id=new_id(), workspace_id=call.workspace_id, call_id=call.call_id,
-        resource_type=charge.resource_type, provider=charge.provider, quantity=float(charge.quantity),
-        unit_cost=float(charge.unit_cost), total_cost=float(charge.total_cost),
-        markup_percentage=float(charge.markup_percentage), final_cost=float(charge.final_cost),
-        billing_period_id=period.id, created_at=created_at,
+        id=new_id(),
+        workspace_id=call.workspace_id,
+        call_id=call.call_id,
+        resource_type=charge.resource_type,
+        provider=charge.provider,
+        quantity=float(charge.quantity),
+        unit_cost=float(charge.unit_cost),
+        total_cost=float(charge.total_cost),
+        markup_percentage=float(charge.markup_percentage),
+        final_cost=float(charge.final_cost),
+        billing_period_id=period.id,
+        created_at=created_at,
     )
 
 
@@ -192,8 +199,13 @@ class _LimitOutcome:
 
 
 async def _apply_limits(
-    tx: Executor, call: BillableCall, period_id: str, spend_before: Decimal, spend: Decimal,
-    alert_sent: bool, now_s: int,
+    tx: Executor,
+    call: BillableCall,
+    period_id: str,
+    spend_before: Decimal,
+    spend: Decimal,
+    alert_sent: bool,
+    now_s: int,
 ) -> _LimitOutcome:
     row = await tx.fetchone(
         "SELECT usage_limit_monthly, alert_threshold_percentage, auto_pause_on_limit"
@@ -211,19 +223,32 @@ async def _apply_limits(
     if alert:
         data = dump_json({**facts, "threshold_percentage": float(threshold_pct)})
         await tx.execute(_INSERT_EVENT, (new_id(), call.call_id, ALERT_EVENT, data, now_s))
-        await tx.execute("UPDATE gw_billing_period_state SET alert_sent_at = ? WHERE billing_period_id = ?",
-                         (now_s, period_id))
+        await tx.execute(
+            "UPDATE gw_billing_period_state SET alert_sent_at = ? WHERE billing_period_id = ?",
+            (now_s, period_id),
+        )
 
     paused: list[str] = []
     if spend >= limit and row[2]:
-        paused = [r[0] for r in await tx.fetchall(
-            "UPDATE voice_agents SET status = 'paused', updated_at = ?"
-            " WHERE workspace_id = ? AND status = 'live' RETURNING id",
-            (now_s, call.workspace_id),
-        )]
+        paused = [
+            r[0]
+            for r in await tx.fetchall(
+                "UPDATE voice_agents SET status = 'paused', updated_at = ?"
+                " WHERE workspace_id = ? AND status = 'live' RETURNING id",
+                (now_s, call.workspace_id),
+            )
+        ]
         if paused:
-            await tx.execute(_INSERT_EVENT, (new_id(), call.call_id, AUTO_PAUSE_EVENT,
-                                             dump_json({**facts, "paused_agent_ids": sorted(paused)}), now_s))
+            await tx.execute(
+                _INSERT_EVENT,
+                (
+                    new_id(),
+                    call.call_id,
+                    AUTO_PAUSE_EVENT,
+                    dump_json({**facts, "paused_agent_ids": sorted(paused)}),
+                    now_s,
+                ),
+            )
     return _LimitOutcome(alert, paused, spend_before < limit <= spend)
 
 
@@ -254,8 +279,13 @@ async def bill_call(db: Database, call: BillableCall, *, now_s: int | None = Non
         alert_sent = state is not None and state[1] is not None
 
         rates = await load_rates(tx, call.workspace_id, call.provider, workspace.subscription_tier)
-        charges = price_call(provider=call.provider, duration_seconds=call.duration_seconds, usage=call.usage,
-                             rates=rates, minutes_used_before=minutes_before)
+        charges = price_call(
+            provider=call.provider,
+            duration_seconds=call.duration_seconds,
+            usage=call.usage,
+            rates=rates,
+            minutes_used_before=minutes_before,
+        )
         records = [_record(charge, call, period, now) for charge in charges]
         await tx.executemany(_INSERT_USAGE, [tuple(getattr(r, n) for n in _USAGE_FIELDS) for r in records])
 
@@ -277,16 +307,30 @@ async def bill_call(db: Database, call: BillableCall, *, now_s: int | None = Non
         limits = await _apply_limits(tx, call, period.id, spend_before, spend, alert_sent, now)
 
     if limits.alert:
-        log.warning("workspace %s: usage alert: spend %s reached the alert threshold (period %s, call %s)",
-                    call.workspace_id, spend, period.id, call.call_id)
+        log.warning(
+            "workspace %s: usage alert: spend %s reached the alert threshold (period %s, call %s)",
+            call.workspace_id,
+            spend,
+            period.id,
+            call.call_id,
+        )
     if limits.limit_reached:
-        log.warning("workspace %s: usage limit reached: spend %s (period %s)",
-                    call.workspace_id, spend, period.id)
+        log.warning(
+            "workspace %s: usage limit reached: spend %s (period %s)", call.workspace_id, spend, period.id
+        )
     if limits.paused_agent_ids:
-        log.warning("workspace %s: auto-paused %d live agent(s) at the usage limit",
-                    call.workspace_id, len(limits.paused_agent_ids))
-    return BillResult(float(cost), records, alert=limits.alert, paused_agents=len(limits.paused_agent_ids),
-                      already_billed=False)
+        log.warning(
+            "workspace %s: auto-paused %d live agent(s) at the usage limit",
+            call.workspace_id,
+            len(limits.paused_agent_ids),
+        )
+    return BillResult(
+        float(cost),
+        records,
+        alert=limits.alert,
+        paused_agents=len(limits.paused_agent_ids),
+        already_billed=False,
+    )
 
 
 # ---------------------------------------------------------------- after a crash
@@ -306,8 +350,13 @@ def _recovered_billable(row: Row) -> BillableCall:
     end = start if row["ended_at"] is None else max(start, int(row["ended_at"]))
     seconds = end - start if row["duration_seconds"] is None else max(0, int(row["duration_seconds"]))
     return BillableCall(
-        call_id=row["id"], workspace_id=row["workspace_id"], provider=row["voice_provider_used"],
-        started_at=start, ended_at=end, duration_seconds=seconds, usage={},
+        call_id=row["id"],
+        workspace_id=row["workspace_id"],
+        provider=row["voice_provider_used"],
+        started_at=start,
+        ended_at=end,
+        duration_seconds=seconds,
+        usage={},
     )
 
 
@@ -339,8 +388,12 @@ async def bill_failed_calls(db: Database, now_s: int) -> int:
     Run at start-up and by ``voicegw billing bill-recovered``; idempotent like ``bill_call``.
     """
     rows = await db.fetchall(_UNBILLED_FAILED, (BILLING_FAILED_EVENT,))
-    return await _bill_each(db, [_failed_billable(r) for r in rows], now_s,
-                            "billed %d call(s) whose billing had failed when they ended")
+    return await _bill_each(
+        db,
+        [_failed_billable(r) for r in rows],
+        now_s,
+        "billed %d call(s) whose billing had failed when they ended",
+    )
 
 
 async def bill_recovered_calls(db: Database, now_s: int) -> int:
@@ -349,8 +402,9 @@ async def bill_recovered_calls(db: Database, now_s: int) -> int:
     Safe to run again, and concurrently with a late ``bill_call`` for the same call.
     """
     rows = await db.fetchall(_UNBILLED_RECOVERED, (RECOVERED_STATUS, RECOVERED_EVENT))
-    return await _bill_each(db, [_recovered_billable(r) for r in rows], now_s,
-                            "billed %d call(s) recovered after a crash")
+    return await _bill_each(
+        db, [_recovered_billable(r) for r in rows], now_s, "billed %d call(s) recovered after a crash"
+    )
 
 
 async def _bill_each(db: Database, billable: list[BillableCall], now_s: int, message: str) -> int:

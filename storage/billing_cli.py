@@ -22,8 +22,21 @@ from storage.db import open_database
 from storage.ids import now_s
 from storage.migrate import migrate
 
-_COLUMNS = ("WORKSPACE", "PERIOD", "STATUS", "MINUTES", "INCLUDED", "OVERAGE", "COST", "MARKUP",
-            "SUBTOTAL", "FEE", "TOTAL", "LIMIT", "USED%")
+_COLUMNS = (
+    "WORKSPACE",
+    "PERIOD",
+    "STATUS",
+    "MINUTES",
+    "INCLUDED",
+    "OVERAGE",
+    "COST",
+    "MARKUP",
+    "SUBTOTAL",
+    "FEE",
+    "TOTAL",
+    "LIMIT",
+    "USED%",
+)
 
 
 def _money(value: Decimal) -> str:
@@ -34,19 +47,31 @@ def format_report(rows: Sequence[ReportRow]) -> str:
     """A plain aligned table (money to the cent unless sub-cent digits matter)."""
     lines = [_COLUMNS]
     for r in rows:
-        lines.append((
-            f"{r.workspace_name} ({r.workspace_id})", r.period, r.status, f"{r.minutes:.4f}",
-            f"{r.included_minutes:.0f}", f"{r.overage_minutes:.4f}", _money(r.cost), _money(r.markup),
-            _money(r.subtotal), _money(r.subscription_fee), _money(r.total),
-            "-" if r.limit is None else _money(r.limit),
-            "-" if r.limit_used_pct is None else f"{r.limit_used_pct}%",
-        ))
+        lines.append(
+            (
+                f"{r.workspace_name} ({r.workspace_id})",
+                r.period,
+                r.status,
+                f"{r.minutes:.4f}",
+                f"{r.included_minutes:.0f}",
+                f"{r.overage_minutes:.4f}",
+                _money(r.cost),
+                _money(r.markup),
+                _money(r.subtotal),
+                _money(r.subscription_fee),
+                _money(r.total),
+                "-" if r.limit is None else _money(r.limit),
+                "-" if r.limit_used_pct is None else f"{r.limit_used_pct}%",
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(_COLUMNS))]
     text_columns = 3  # left-aligned; the figures after them are right-aligned
     out = []
     for line in lines:
-        cells = [cell.ljust(w) if i < text_columns else cell.rjust(w)
-                 for i, (cell, w) in enumerate(zip(line, widths, strict=True))]
+        cells = [
+            cell.ljust(w) if i < text_columns else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        ]
         out.append("  ".join(cells).rstrip())
     return "\n".join(out)
 
@@ -105,15 +130,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     db_help = "database URL: path, sqlite:///path or postgresql://... (default $VOICEGW_DB or var/voicegw.db)"
     billing = sub.add_parser("billing", help="usage billing: close periods, bill recovered calls, report")
     billing_sub = billing.add_subparsers(dest="billing_command", required=True)
-    for name, text in (("close-periods", "finalize ended billing periods and open the next ones"),
-                       ("bill-recovered", "bill calls closed by crash recovery or whose billing failed"),
-                       ("report", "per-workspace usage, cost, markup, total and limit use")):
+    for name, text in (
+        ("close-periods", "finalize ended billing periods and open the next ones"),
+        ("bill-recovered", "bill calls closed by crash recovery or whose billing failed"),
+        ("report", "per-workspace usage, cost, markup, total and limit use"),
+    ):
         p = billing_sub.add_parser(name, help=text)
         p.add_argument("--db", default=default_db_url(), help=db_help)
         if name == "report":
             p.add_argument("--workspace", default=None, help="only this workspace id")
-            p.add_argument("--period", default=None,
-                           help="YYYY-MM in each workspace's timezone (default: the current periods)")
+            p.add_argument(
+                "--period",
+                default=None,
+                help="YYYY-MM in each workspace's timezone (default: the current periods)",
+            )
         else:
             p.add_argument("--now", type=int, default=None, help="act as if now were these epoch seconds")
         p.set_defaults(func=_run)

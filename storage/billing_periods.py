@@ -88,9 +88,17 @@ async def open_period(
     tier = await tier_pricing(tx, workspace.subscription_tier)
     fee = tier.monthly_fee if tier is not None else ZERO
     period = BillingPeriod(
-        id=new_id(), workspace_id=workspace.id, period_start=start, period_end=end, subtotal=0.0,
-        subscription_fee=float(fee), total_amount=float(fee), status=CURRENT, stripe_invoice_id=None,
-        paid_at=None, created_at=now_s,
+        id=new_id(),
+        workspace_id=workspace.id,
+        period_start=start,
+        period_end=end,
+        subtotal=0.0,
+        subscription_fee=float(fee),
+        total_amount=float(fee),
+        status=CURRENT,
+        stripe_invoice_id=None,
+        paid_at=None,
+        created_at=now_s,
     )
     await tx.execute(
         f"INSERT INTO billing_periods ({columns(BillingPeriod)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -111,8 +119,12 @@ async def finalize_period(tx: Executor, workspace: BillingWorkspace, period: Bil
     subtotal = await period_subtotal(tx, period.id)
     running = stored_decimal(period.subtotal)
     if subtotal != running:
-        log.error("billing period %s: running subtotal %s != sum of usage %s; invoicing the sum",
-                  period.id, running, subtotal)
+        log.error(
+            "billing period %s: running subtotal %s != sum of usage %s; invoicing the sum",
+            period.id,
+            running,
+            subtotal,
+        )
     tier = await tier_pricing(tx, workspace.subscription_tier)
     fee = tier.monthly_fee if tier is not None else ZERO
     await tx.execute(
@@ -120,8 +132,14 @@ async def finalize_period(tx: Executor, workspace: BillingWorkspace, period: Bil
         " total_amount = ? WHERE id = ? AND status = 'current'",
         (float(subtotal), float(fee), float(money(subtotal + fee)), period.id),
     )
-    log.info("workspace %s: finalized billing period %s: usage %s + fee %s = %s",
-             workspace.id, period.id, subtotal, fee, money(subtotal + fee))
+    log.info(
+        "workspace %s: finalized billing period %s: usage %s + fee %s = %s",
+        workspace.id,
+        period.id,
+        subtotal,
+        fee,
+        money(subtotal + fee),
+    )
 
 
 async def roll_forward(

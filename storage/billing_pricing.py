@@ -151,8 +151,13 @@ def price_call(
     characters = usage_count(usage, CHARACTER_KEY)
 
     def provider_charge(resource_type: str, quantity: Decimal) -> Charge:
-        return Charge(resource_type, provider, quantity, rates.unit_costs.get(resource_type, ZERO),
-                      rates.markup_percentage)
+        return Charge(
+            resource_type,
+            provider,
+            quantity,
+            rates.unit_costs.get(resource_type, ZERO),
+            rates.markup_percentage,
+        )
 
     charges = [provider_charge(CALL_MINUTES, minutes)]
     if tokens:

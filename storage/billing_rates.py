@@ -99,8 +99,12 @@ async def markup_percentage(db: Executor) -> Decimal:
     markup = price_decimal(value)
     if markup is None:
         if value is not None:
-            log.warning("platform setting %s=%r is not a number >= 0: using %s",
-                        MARKUP_SETTING, value, DEFAULT_MARKUP_PERCENTAGE)
+            log.warning(
+                "platform setting %s=%r is not a number >= 0: using %s",
+                MARKUP_SETTING,
+                value,
+                DEFAULT_MARKUP_PERCENTAGE,
+            )
         return DEFAULT_MARKUP_PERCENTAGE
     return markup
 
@@ -132,5 +136,8 @@ async def load_rates(db: Executor, workspace_id: str, provider: str, tier_name: 
         workspace_config=row["workspace_config"],
         uses_platform_key=uses_platform_key,
     )
-    return Rates(unit_costs=unit_costs, markup_percentage=await markup_percentage(db),
-                 tier=await tier_pricing(db, tier_name))
+    return Rates(
+        unit_costs=unit_costs,
+        markup_percentage=await markup_percentage(db),
+        tier=await tier_pricing(db, tier_name),
+    )

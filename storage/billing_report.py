@@ -127,12 +127,25 @@ async def billing_report(
         used_pct = None
         if limit is not None and limit > 0:
             used_pct = (subtotal * 100 / limit).quantize(_PERCENT_QUANTUM, rounding=ROUND_HALF_UP)
-        report.append(ReportRow(
-            workspace_id=bp.workspace_id, workspace_name=name, period=label, period_id=bp.id,
-            status=bp.status or "current", period_start=bp.period_start, period_end=bp.period_end,
-            minutes=s.minutes, included_minutes=tier.included_minutes if tier is not None else ZERO,
-            overage_minutes=s.overage, cost=s.cost, markup=s.final - s.cost, subtotal=subtotal,
-            subscription_fee=stored_decimal(bp.subscription_fee), total=stored_decimal(bp.total_amount),
-            limit=limit, limit_used_pct=used_pct,
-        ))
+        report.append(
+            ReportRow(
+                workspace_id=bp.workspace_id,
+                workspace_name=name,
+                period=label,
+                period_id=bp.id,
+                status=bp.status or "current",
+                period_start=bp.period_start,
+                period_end=bp.period_end,
+                minutes=s.minutes,
+                included_minutes=tier.included_minutes if tier is not None else ZERO,
+                overage_minutes=s.overage,
+                cost=s.cost,
+                markup=s.final - s.cost,
+                subtotal=subtotal,
+                subscription_fee=stored_decimal(bp.subscription_fee),
+                total=stored_decimal(bp.total_amount),
+                limit=limit,
+                limit_used_pct=used_pct,
+            )
+        )
     return report

@@ -58,8 +58,10 @@ async def _provision(url: str, path: str) -> int:
         result = await provision_file(db, path, box, now=now_s())
     finally:
         await db.close()
-    print(f"provisioned {path}: {result.created} created, {result.updated} updated, "
-          f"{result.unchanged} unchanged")
+    print(
+        f"provisioned {path}: {result.created} created, {result.updated} updated, "
+        f"{result.unchanged} unchanged"
+    )
     return 0
 
 
@@ -81,8 +83,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     db_help = "database URL: path, sqlite:///path or postgresql://... (default $VOICEGW_DB or var/voicegw.db)"
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
-    for name, text in (("migrate", "apply pending schema migrations"),
-                       ("recover", "close calls left open by a crash")):
+    for name, text in (
+        ("migrate", "apply pending schema migrations"),
+        ("recover", "close calls left open by a crash"),
+    ):
         p = db_sub.add_parser(name, help=text)
         p.add_argument("--db", default=default_db_url(), help=db_help)
         p.set_defaults(func=_run)

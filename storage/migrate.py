@@ -72,8 +72,10 @@ def split_statements(script: str) -> list[str]:
 
 
 _TOKENS = re.compile(r"'(?:[^']|'')*'|--[^\n]*|[^'-]+|-")
-_PG_TYPES = ((re.compile(r"\bINTEGER\b", re.IGNORECASE), "BIGINT"),
-             (re.compile(r"\bREAL\b", re.IGNORECASE), "DOUBLE PRECISION"))
+_PG_TYPES = (
+    (re.compile(r"\bINTEGER\b", re.IGNORECASE), "BIGINT"),
+    (re.compile(r"\bREAL\b", re.IGNORECASE), "DOUBLE PRECISION"),
+)
 
 
 def _strip_comments(sql: str) -> str:

@@ -82,8 +82,15 @@ def upsert_health_stmt(row: ProviderHealth) -> Statement:
     """Writes one (provider, region) health row, replacing the previous observation."""
     if row.status not in HEALTH_STATUSES:
         raise ValueError(f"status must be one of {','.join(HEALTH_STATUSES)}")
-    return Statement(_UPSERT_HEALTH, (
-        row.provider, row.region, row.status, int(row.last_check),
-        None if row.error_rate is None else float(row.error_rate),
-        None if row.avg_latency is None else int(row.avg_latency), row.details,
-    ))
+    return Statement(
+        _UPSERT_HEALTH,
+        (
+            row.provider,
+            row.region,
+            row.status,
+            int(row.last_check),
+            None if row.error_rate is None else float(row.error_rate),
+            None if row.avg_latency is None else int(row.avg_latency),
+            row.details,
+        ),
+    )

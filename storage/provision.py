@@ -101,8 +101,15 @@ class _Fields:
         self._read.add(key)
         return self.data.get(key)
 
-    def text(self, key: str, *, required: bool = False, choices: tuple[str, ...] = (),
-             pattern: re.Pattern[str] | None = None, default: str | None = None) -> str | None:
+    def text(
+        self,
+        key: str,
+        *,
+        required: bool = False,
+        choices: tuple[str, ...] = (),
+        pattern: re.Pattern[str] | None = None,
+        default: str | None = None,
+    ) -> str | None:
         value = self._get(key)
         if value is None:
             if required:
@@ -300,25 +307,29 @@ def parse_spec(data: Any) -> _Spec:
     root = _Fields(data, "")
     users = []
     for u in root.objects("client_users"):
-        users.append(_User(
-            email=u.required_text("email", pattern=EMAIL).lower(),
-            name=u.required_text("name"),
-            password_hash=u.text("password_hash") or NO_PASSWORD,
-            is_active=u.flag("is_active", 1),
-            email_verified=u.flag("email_verified", 0),
-        ))
+        users.append(
+            _User(
+                email=u.required_text("email", pattern=EMAIL).lower(),
+                name=u.required_text("name"),
+                password_hash=u.text("password_hash") or NO_PASSWORD,
+                is_active=u.flag("is_active", 1),
+                email_verified=u.flag("email_verified", 0),
+            )
+        )
         u.done()
     _unique([(u.email, f"client_users[{i}].email") for i, u in enumerate(users)], "email")
     providers = []
     for p in root.objects("platform_providers"):
-        providers.append(_PlatformProvider(
-            provider=p.required_text("provider"),
-            api_key=p.required_text("api_key"),
-            config=p.json_object("config"),
-            priority=p.integer("priority", 0) or 0,
-            is_enabled=p.flag("is_enabled", 1),
-            cost_per_unit=p.number("cost_per_unit"),
-        ))
+        providers.append(
+            _PlatformProvider(
+                provider=p.required_text("provider"),
+                api_key=p.required_text("api_key"),
+                config=p.json_object("config"),
+                priority=p.integer("priority", 0) or 0,
+                is_enabled=p.flag("is_enabled", 1),
+                cost_per_unit=p.number("cost_per_unit"),
+            )
+        )
         p.done()
     _unique([(p.provider, f"platform_providers[{i}].provider") for i, p in enumerate(providers)], "provider")
     workspaces = [_parse_workspace(w) for w in root.objects("workspaces")]
@@ -335,42 +346,69 @@ def _parse_workspace(w: _Fields) -> _Workspace:
         raise ProvisionError(w.at("trial_days"), "give trial_days or trial_ends_at, not both")
     members = []
     for m in w.objects("members"):
-        members.append(_Member(m.path, m.required_text("email", pattern=EMAIL).lower(),
-                               m.required_text("role", choices=MEMBER_ROLES),
-                               (m.text("invited_by", pattern=EMAIL) or "").lower() or None))
+        members.append(
+            _Member(
+                m.path,
+                m.required_text("email", pattern=EMAIL).lower(),
+                m.required_text("role", choices=MEMBER_ROLES),
+                (m.text("invited_by", pattern=EMAIL) or "").lower() or None,
+            )
+        )
         m.done()
     _unique([(m.email, f"{m.path}.email") for m in members], "member")
     numbers = []
     for n in w.objects("phone_numbers"):
-        numbers.append(_Number(n.path, n.required_text("number", pattern=E164), n.required_text("provider"),
-                               n.text("provider_sid"), n.text("friendly_name"),
-                               n.text("status", choices=NUMBER_STATUSES, default="active") or "active"))
+        numbers.append(
+            _Number(
+                n.path,
+                n.required_text("number", pattern=E164),
+                n.required_text("provider"),
+                n.text("provider_sid"),
+                n.text("friendly_name"),
+                n.text("status", choices=NUMBER_STATUSES, default="active") or "active",
+            )
+        )
         n.done()
     agents = []
     for a in w.objects("agents"):
-        agents.append(_Agent(
-            path=a.path, id=a.text("id"), name=a.required_text("name"),
-            phone_number=a.text("phone_number", pattern=E164),
-            voice_provider=a.required_text("voice_provider"),
-            voice_config=a.json_object("voice_config", {}) or {},
-            config=a.json_object("config", {}) or {},
-            status=a.text("status", choices=AGENT_STATUSES, default="draft") or "draft",
-            template_id=a.text("template_id"),
-        ))
+        agents.append(
+            _Agent(
+                path=a.path,
+                id=a.text("id"),
+                name=a.required_text("name"),
+                phone_number=a.text("phone_number", pattern=E164),
+                voice_provider=a.required_text("voice_provider"),
+                voice_config=a.json_object("voice_config", {}) or {},
+                config=a.json_object("config", {}) or {},
+                status=a.text("status", choices=AGENT_STATUSES, default="draft") or "draft",
+                template_id=a.text("template_id"),
+            )
+        )
         a.done()
     _unique([(a.id or a.name, f"{a.path}.name") for a in agents], "agent")
     providers = []
     for p in w.objects("provider_configs"):
-        providers.append(_WorkspaceProvider(p.required_text("provider"), p.text("api_key"),
-                                            p.json_object("config"), p.flag("is_enabled", 1)))
+        providers.append(
+            _WorkspaceProvider(
+                p.required_text("provider"),
+                p.text("api_key"),
+                p.json_object("config"),
+                p.flag("is_enabled", 1),
+            )
+        )
         p.done()
-    _unique([(p.provider, f"{w.at('provider_configs')}[{i}].provider") for i, p in enumerate(providers)],
-            "provider")
+    _unique(
+        [(p.provider, f"{w.at('provider_configs')}[{i}].provider") for i, p in enumerate(providers)],
+        "provider",
+    )
     strategy = None
     s = w.optional_object("strategy")
     if s is not None:
-        strategy = _Strategy(s.required_text("strategy", choices=STRATEGIES), s.json_object("config"),
-                             s.flag("fallback_enabled", 1))
+        strategy = _Strategy(
+            s.required_text("strategy", choices=STRATEGIES),
+            s.json_object("config"),
+            s.flag("fallback_enabled", 1),
+        )
         if strategy.strategy == "custom":
             try:
                 validate_custom_strategy(strategy.config or {})
@@ -384,18 +422,31 @@ def _parse_workspace(w: _Fields) -> _Workspace:
     billing = None
     b = w.optional_object("billing")
     if b is not None:
-        billing = _Billing(b.number("usage_limit_monthly"), b.number("alert_threshold_percentage", 80.0),
-                           b.flag("auto_pause_on_limit", 0), b.text("payment_method_id"),
-                           b.text("billing_email", pattern=EMAIL))
+        billing = _Billing(
+            b.number("usage_limit_monthly"),
+            b.number("alert_threshold_percentage", 80.0),
+            b.flag("auto_pause_on_limit", 0),
+            b.text("payment_method_id"),
+            b.text("billing_email", pattern=EMAIL),
+        )
         b.done()
     workspace = _Workspace(
-        path=w.path, id=w.text("id"), name=w.required_text("name"),
-        owner=w.required_text("owner", pattern=EMAIL).lower(), industry=w.text("industry"),
+        path=w.path,
+        id=w.text("id"),
+        name=w.required_text("name"),
+        owner=w.required_text("owner", pattern=EMAIL).lower(),
+        industry=w.text("industry"),
         status=w.text("status", choices=WORKSPACE_STATUSES, default="active") or "active",
         tier=w.text("subscription_tier", choices=SUBSCRIPTION_TIERS, default="starter") or "starter",
         timezone=w.text("timezone", default="UTC") or "UTC",
-        trial_days=trial_days, trial_ends_at=trial_ends_at, members=members, numbers=numbers,
-        agents=agents, providers=providers, strategy=strategy, billing=billing,
+        trial_days=trial_days,
+        trial_ends_at=trial_ends_at,
+        members=members,
+        numbers=numbers,
+        agents=agents,
+        providers=providers,
+        strategy=strategy,
+        billing=billing,
     )
     w.done()
     return workspace
@@ -449,15 +500,23 @@ class _Applier:
             return existing if exists and existing is not None else desired.value
         return desired
 
-    async def upsert(self, table: str, key: dict[str, Any], values: dict[str, Any], *,
-                     id_column: str | None = None, created: tuple[str, ...] = (),
-                     updated: str | None = None) -> Any:
+    async def upsert(
+        self,
+        table: str,
+        key: dict[str, Any],
+        values: dict[str, Any],
+        *,
+        id_column: str | None = None,
+        created: tuple[str, ...] = (),
+        updated: str | None = None,
+    ) -> Any:
         """Inserts or updates one row found by ``key``; returns its id column (or None)."""
         where = " AND ".join(f"{k} = ?" for k in key)
         read = [id_column] if id_column else []
         read += list(values)
-        row = await self.tx.fetchone(f"SELECT {', '.join(read or list(key))} FROM {table} WHERE {where}",
-                                     tuple(key.values()))
+        row = await self.tx.fetchone(
+            f"SELECT {', '.join(read or list(key))} FROM {table} WHERE {where}", tuple(key.values())
+        )
         if row is None:
             row_id = key.get(id_column) if id_column and id_column in key else new_id()
             stored = {k: self._stored(v, None, False) for k, v in values.items()}
@@ -501,15 +560,33 @@ class _Applier:
 
     async def apply(self, spec: _Spec) -> None:
         for user in spec.users:
-            await self.upsert("client_users", {"email": user.email}, {
-                "name": user.name, "password_hash": user.password_hash, "is_active": user.is_active,
-                "email_verified": user.email_verified,
-            }, id_column="id", created=("created_at",), updated="updated_at")
+            await self.upsert(
+                "client_users",
+                {"email": user.email},
+                {
+                    "name": user.name,
+                    "password_hash": user.password_hash,
+                    "is_active": user.is_active,
+                    "email_verified": user.email_verified,
+                },
+                id_column="id",
+                created=("created_at",),
+                updated="updated_at",
+            )
         for p in spec.providers:
-            await self.upsert("platform_provider_configs", {"provider": p.provider}, {
-                "api_key_encrypted": _Secret(p.api_key), "config": _Json(p.config), "priority": p.priority,
-                "is_enabled": p.is_enabled, "cost_per_unit": p.cost_per_unit,
-            }, created=("created_at",), updated="updated_at")
+            await self.upsert(
+                "platform_provider_configs",
+                {"provider": p.provider},
+                {
+                    "api_key_encrypted": _Secret(p.api_key),
+                    "config": _Json(p.config),
+                    "priority": p.priority,
+                    "is_enabled": p.is_enabled,
+                    "cost_per_unit": p.cost_per_unit,
+                },
+                created=("created_at",),
+                updated="updated_at",
+            )
         for w in spec.workspaces:
             await self.apply_workspace(w)
 
@@ -521,54 +598,96 @@ class _Applier:
             trial_ends_at = _KeepOr(self.now + w.trial_days * DAY_S)
         else:
             trial_ends_at = None
-        values = {"industry": w.industry, "status": w.status, "subscription_tier": w.tier,
-                  "trial_ends_at": trial_ends_at, "timezone": w.timezone}
+        values = {
+            "industry": w.industry,
+            "status": w.status,
+            "subscription_tier": w.tier,
+            "trial_ends_at": trial_ends_at,
+            "timezone": w.timezone,
+        }
         if w.id is not None:
             key: dict[str, Any] = {"id": w.id}
             values = {"name": w.name, "owner_id": owner_id, **values}
         else:
             key = {"owner_id": owner_id, "name": w.name}
-        workspace_id = str(await self.upsert("workspaces", key, values, id_column="id",
-                                             created=("created_at",), updated="updated_at"))
+        workspace_id = str(
+            await self.upsert(
+                "workspaces", key, values, id_column="id", created=("created_at",), updated="updated_at"
+            )
+        )
         members = list(w.members)
         if all(m.email != w.owner for m in members):
             members.insert(0, _Member(f"{w.path}.owner", w.owner, "owner", None))
         for m in members:
             user_id = await self.user_id(m.email, f"{m.path}.email")
             invited_by = await self.user_id(m.invited_by, f"{m.path}.invited_by") if m.invited_by else None
-            await self.upsert("workspace_members", {"workspace_id": workspace_id, "user_id": user_id},
-                              {"role": m.role, "invited_by": invited_by}, created=("joined_at",))
+            await self.upsert(
+                "workspace_members",
+                {"workspace_id": workspace_id, "user_id": user_id},
+                {"role": m.role, "invited_by": invited_by},
+                created=("joined_at",),
+            )
         for n in w.numbers:
-            row = await self.tx.fetchone("SELECT workspace_id FROM phone_numbers WHERE phone_number = ?",
-                                         (n.number,))
+            row = await self.tx.fetchone(
+                "SELECT workspace_id FROM phone_numbers WHERE phone_number = ?", (n.number,)
+            )
             if row is not None and row[0] != workspace_id:
                 raise ProvisionError(f"{n.path}.number", f"{n.number} belongs to another workspace")
-            await self.upsert("phone_numbers", {"phone_number": n.number}, {
-                "workspace_id": workspace_id, "provider": n.provider, "provider_sid": n.provider_sid,
-                "friendly_name": n.friendly_name, "status": n.status,
-            }, id_column="id", created=("created_at",))
+            await self.upsert(
+                "phone_numbers",
+                {"phone_number": n.number},
+                {
+                    "workspace_id": workspace_id,
+                    "provider": n.provider,
+                    "provider_sid": n.provider_sid,
+                    "friendly_name": n.friendly_name,
+                    "status": n.status,
+                },
+                id_column="id",
+                created=("created_at",),
+            )
         for a in w.agents:
             await self.apply_agent(workspace_id, a)
         for p in w.providers:
             key = {"workspace_id": workspace_id, "provider": p.provider}
-            await self.upsert("workspace_provider_configs", key, {
-                "uses_platform_key": 0 if p.api_key else 1,
-                "api_key_encrypted": _Secret(p.api_key) if p.api_key else None,
-                "config": _Json(p.config), "is_enabled": p.is_enabled,
-            }, id_column="id", created=("created_at",), updated="updated_at")
+            await self.upsert(
+                "workspace_provider_configs",
+                key,
+                {
+                    "uses_platform_key": 0 if p.api_key else 1,
+                    "api_key_encrypted": _Secret(p.api_key) if p.api_key else None,
+                    "config": _Json(p.config),
+                    "is_enabled": p.is_enabled,
+                },
+                id_column="id",
+                created=("created_at",),
+                updated="updated_at",
+            )
         if w.strategy is not None:
-            await self.upsert("workspace_provider_strategies", {"workspace_id": workspace_id}, {
-                "strategy": w.strategy.strategy, "config": _Json(w.strategy.config),
-                "fallback_enabled": w.strategy.fallback_enabled,
-            }, updated="updated_at")
+            await self.upsert(
+                "workspace_provider_strategies",
+                {"workspace_id": workspace_id},
+                {
+                    "strategy": w.strategy.strategy,
+                    "config": _Json(w.strategy.config),
+                    "fallback_enabled": w.strategy.fallback_enabled,
+                },
+                updated="updated_at",
+            )
         if w.billing is not None:
             b = w.billing
-            await self.upsert("workspace_billing_settings", {"workspace_id": workspace_id}, {
-                "usage_limit_monthly": b.usage_limit_monthly,
-                "alert_threshold_percentage": b.alert_threshold_percentage,
-                "auto_pause_on_limit": b.auto_pause_on_limit, "payment_method_id": b.payment_method_id,
-                "billing_email": b.billing_email,
-            }, updated="updated_at")
+            await self.upsert(
+                "workspace_billing_settings",
+                {"workspace_id": workspace_id},
+                {
+                    "usage_limit_monthly": b.usage_limit_monthly,
+                    "alert_threshold_percentage": b.alert_threshold_percentage,
+                    "auto_pause_on_limit": b.auto_pause_on_limit,
+                    "payment_method_id": b.payment_method_id,
+                    "billing_email": b.billing_email,
+                },
+                updated="updated_at",
+            )
         await self.check_tier_limits(w, workspace_id)
 
     async def apply_agent(self, workspace_id: str, a: _Agent) -> None:
@@ -579,18 +698,24 @@ class _Applier:
                 (a.phone_number, workspace_id),
             )
             if row is None:
-                raise ProvisionError(f"{a.path}.phone_number",
-                                     f"{a.phone_number} is not a number of this workspace")
+                raise ProvisionError(
+                    f"{a.path}.phone_number", f"{a.phone_number} is not a number of this workspace"
+                )
             number_id = row[0]
         key: dict[str, Any] = {"id": a.id} if a.id else {"workspace_id": workspace_id, "name": a.name}
         values: dict[str, Any] = {"workspace_id": workspace_id, "name": a.name} if a.id else {}
         values |= {
-            "phone_number_id": number_id, "template_id": a.template_id, "config": _Json(a.config),
-            "voice_provider": a.voice_provider, "voice_config": _Json(a.voice_config), "status": a.status,
+            "phone_number_id": number_id,
+            "template_id": a.template_id,
+            "config": _Json(a.config),
+            "voice_provider": a.voice_provider,
+            "voice_config": _Json(a.voice_config),
+            "status": a.status,
             "activated_at": _KeepOr(self.now) if a.status == "live" else _KeepOr(None),
         }
-        await self.upsert("voice_agents", key, values, id_column="id", created=("created_at",),
-                          updated="updated_at")
+        await self.upsert(
+            "voice_agents", key, values, id_column="id", created=("created_at",), updated="updated_at"
+        )
 
     async def check_tier_limits(self, w: _Workspace, workspace_id: str) -> None:
         tier = await self.tx.fetchone(
@@ -598,14 +723,18 @@ class _Applier:
         )
         if tier is None:
             raise ProvisionError(f"{w.path}.subscription_tier", f"tier {w.tier!r} is not defined")
-        for what, table, limit in (("agents", "voice_agents", tier[0]),
-                                   ("phone_numbers", "phone_numbers", tier[1])):
-            row = await self.tx.fetchone(f"SELECT COUNT(*) FROM {table} WHERE workspace_id = ?",
-                                         (workspace_id,))
+        for what, table, limit in (
+            ("agents", "voice_agents", tier[0]),
+            ("phone_numbers", "phone_numbers", tier[1]),
+        ):
+            row = await self.tx.fetchone(
+                f"SELECT COUNT(*) FROM {table} WHERE workspace_id = ?", (workspace_id,)
+            )
             count = int(row[0]) if row is not None else 0
             if limit is not None and count > limit:
-                raise ProvisionError(f"{w.path}.{what}",
-                                     f"{count} {what} exceed the {w.tier} tier limit of {limit}")
+                raise ProvisionError(
+                    f"{w.path}.{what}", f"{count} {what} exceed the {w.tier} tier limit of {limit}"
+                )
 
 
 async def provision(db: Database, data: Any, box: SecretBox, *, now: int) -> ProvisionResult:
@@ -614,8 +743,12 @@ async def provision(db: Database, data: Any, box: SecretBox, *, now: int) -> Pro
     async with db.transaction() as tx:
         applier = _Applier(tx, box, now)
         await applier.apply(spec)
-    log.info("provisioned: %d created, %d updated, %d unchanged",
-             applier.result.created, applier.result.updated, applier.result.unchanged)
+    log.info(
+        "provisioned: %d created, %d updated, %d unchanged",
+        applier.result.created,
+        applier.result.updated,
+        applier.result.unchanged,
+    )
     return applier.result
 
 

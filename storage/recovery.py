@@ -67,14 +67,24 @@ async def recover(
             if not ours and now_s - ended_at < stale_after_s:
                 continue
             call = RecoveredCall(
-                id=row["id"], workspace_id=row["workspace_id"], agent_id=row["agent_id"],
-                phone_number_id=row["phone_number_id"], voice_provider_used=row["voice_provider_used"],
-                previous_status=row["status"], started_at=started_at, ended_at=ended_at,
+                id=row["id"],
+                workspace_id=row["workspace_id"],
+                agent_id=row["agent_id"],
+                phone_number_id=row["phone_number_id"],
+                voice_provider_used=row["voice_provider_used"],
+                previous_status=row["status"],
+                started_at=started_at,
+                ended_at=ended_at,
                 duration_seconds=ended_at - started_at,
             )
             finish = finish_call_stmt(
-                call.id, RECOVERED_STATUS, call.duration_seconds, ended_at, call.voice_provider_used,
-                row["transcription"], row["cost_total"],
+                call.id,
+                RECOVERED_STATUS,
+                call.duration_seconds,
+                ended_at,
+                call.voice_provider_used,
+                row["transcription"],
+                row["cost_total"],
             )
             event = insert_event_stmt(
                 call.id, RECOVERED_EVENT, {"previous_status": call.previous_status}, now_s

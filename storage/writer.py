@@ -317,8 +317,9 @@ class Writer:
                 retries += 1
                 self._retries += 1
                 delay = min(self._max_backoff_s, 0.01 * 2 ** min(retries, 10))
-                log.warning("writer flush failed (%s: %s); retry %d in %.2fs",
-                            type(exc).__name__, exc, retries, delay)
+                log.warning(
+                    "writer flush failed (%s: %s); retry %d in %.2fs", type(exc).__name__, exc, retries, delay
+                )
                 await asyncio.sleep(delay)
 
     async def _write_grouped(self, batch: list[Statement]) -> None:

@@ -59,20 +59,35 @@ class NullEvents:
 async def run(frames: int) -> float:
     codec = TwilioStream()
     codec.receive(orjson.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}).decode())
-    codec.receive(orjson.dumps({
-        "event": "start", "sequenceNumber": "1", "streamSid": SID,
-        "start": {"accountSid": "AC" + "0" * 32, "streamSid": SID, "callSid": "CA" + "0" * 32,
-                  "tracks": ["inbound"], "customParameters": {},
-                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
-    }).decode())
+    codec.receive(
+        orjson.dumps(
+            {
+                "event": "start",
+                "sequenceNumber": "1",
+                "streamSid": SID,
+                "start": {
+                    "accountSid": "AC" + "0" * 32,
+                    "streamSid": SID,
+                    "callSid": "CA" + "0" * 32,
+                    "tracks": ["inbound"],
+                    "customParameters": {},
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+            }
+        ).decode()
+    )
     carrier = NullCarrier(codec)
 
     async def connect(_history: object) -> ProviderSession:
         return await echo_connect(ProviderContext(call_id="bench", provider="echo", http=None))  # type: ignore[arg-type]
 
     session = CallSession(
-        call_id="bench", carrier=carrier, carrier_in_format=MULAW_8000,
-        attempts=[ProviderAttempt("echo", "bench", connect)], events=NullEvents(), stats=GatewayStats(),
+        call_id="bench",
+        carrier=carrier,
+        carrier_in_format=MULAW_8000,
+        attempts=[ProviderAttempt("echo", "bench", connect)],
+        events=NullEvents(),
+        stats=GatewayStats(),
         connect_deadline_s=5.0,
     )
     session.start()
@@ -80,9 +95,19 @@ async def run(frames: int) -> float:
         await asyncio.sleep(0)
     payload = base64.b64encode(bytes(range(256))[:160]).decode()
     messages = [
-        orjson.dumps({"event": "media", "sequenceNumber": str(n + 2), "streamSid": SID,
-                      "media": {"track": "inbound", "chunk": str(n + 1), "timestamp": str(n * 20),
-                                "payload": payload}}).decode()
+        orjson.dumps(
+            {
+                "event": "media",
+                "sequenceNumber": str(n + 2),
+                "streamSid": SID,
+                "media": {
+                    "track": "inbound",
+                    "chunk": str(n + 1),
+                    "timestamp": str(n * 20),
+                    "payload": payload,
+                },
+            }
+        ).decode()
         for n in range(1000)
     ]
     t0 = time.process_time()
@@ -115,8 +140,10 @@ def main() -> None:
     else:
         elapsed = asyncio.run(run(a.frames))
     per = elapsed / a.frames * 1e6
-    print(f"{a.frames} frames: {per:.2f} µs CPU per frame round trip (in → echo → out), "
-          f"{1e6 / per / 50:.0f} calls per core at 50 frames/s before sockets")
+    print(
+        f"{a.frames} frames: {per:.2f} µs CPU per frame round trip (in → echo → out), "
+        f"{1e6 / per / 50:.0f} calls per core at 50 frames/s before sockets"
+    )
 
 
 if __name__ == "__main__":

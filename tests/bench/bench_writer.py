@@ -38,17 +38,25 @@ async def bench(url: str, rows: int, batch: int, n_calls: int) -> None:
     async with db.transaction() as tx:
         for call_id in call_ids:
             stmt = calls.insert_call_stmt(
-                call_id=call_id, workspace_id=route.workspace.id, agent_id=route.agent.id,
-                phone_number_id=route.number.id, caller_number="+15551230000", direction="inbound",
-                status="in-progress", voice_provider_used="echo", started_at=now_s())
+                call_id=call_id,
+                workspace_id=route.workspace.id,
+                agent_id=route.agent.id,
+                phone_number_id=route.number.id,
+                caller_number="+15551230000",
+                direction="inbound",
+                status="in-progress",
+                voice_provider_used="echo",
+                started_at=now_s(),
+            )
             await tx.execute(stmt.sql, stmt.params)
     writer = Writer(db, max_batch=batch, max_queue=max(100_000, batch))
     await writer.start()
     ts = now_s()
     started = time.perf_counter()
     for seq in range(rows):
-        await writer.put(calls.insert_event_stmt(call_ids[seq % n_calls], "media_stats",
-                                                 {"seq": seq, "frames": 50}, ts))
+        await writer.put(
+            calls.insert_event_stmt(call_ids[seq % n_calls], "media_stats", {"seq": seq, "frames": 50}, ts)
+        )
     produced = time.perf_counter() - started
     await writer.close()
     elapsed = time.perf_counter() - started
@@ -56,10 +64,11 @@ async def bench(url: str, rows: int, batch: int, n_calls: int) -> None:
     await db.close()
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"backend={db.dialect} rows={rows} batch={batch} calls={n_calls}")
-    print(f"end-to-end: {rows / elapsed:,.0f} rows/s ({elapsed:.2f} s;"
-          f" producer done after {produced:.2f} s)")
-    print(f"flushes: {stats.batches}, avg {stats.avg_flush_s * 1000:.1f} ms,"
-          f" max {stats.max_flush_s * 1000:.1f} ms, retries {stats.retries}, max depth {stats.max_depth}")
+    print(f"end-to-end: {rows / elapsed:,.0f} rows/s ({elapsed:.2f} s; producer done after {produced:.2f} s)")
+    print(
+        f"flushes: {stats.batches}, avg {stats.avg_flush_s * 1000:.1f} ms,"
+        f" max {stats.max_flush_s * 1000:.1f} ms, retries {stats.retries}, max depth {stats.max_depth}"
+    )
     print(f"load average (1/5/15 min): {load} on {os.cpu_count()} CPUs")
 
 
@@ -68,8 +77,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--calls", type=int, default=100)
-    parser.add_argument("--db", default=None,
-                        help="database URL (default: a fresh SQLite file; a PostgreSQL schema must exist)")
+    parser.add_argument(
+        "--db",
+        default=None,
+        help="database URL (default: a fresh SQLite file; a PostgreSQL schema must exist)",
+    )
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop, as the gateway does")
     args = parser.parse_args()
     if args.uvloop:

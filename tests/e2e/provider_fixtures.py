@@ -87,33 +87,61 @@ def _openai() -> SimulatorServer:
 
 SPECS: dict[str, ProviderSpec] = {
     "elevenlabs": ProviderSpec(
-        "elevenlabs", _elevenlabs, "sim-el-key", {"agent_id": "agent_e2e"}, {"speak_first": False},
-        has_tools=True, transcripts=("agent: greeting", "user: utterance 1", "agent: echo 1"),
+        "elevenlabs",
+        _elevenlabs,
+        "sim-el-key",
+        {"agent_id": "agent_e2e"},
+        {"speak_first": False},
+        has_tools=True,
+        transcripts=("agent: greeting", "user: utterance 1", "agent: echo 1"),
         pcm_voice_config={"agent_id": "agent_e2e_pcm_16000"},
     ),
     "deepgram": ProviderSpec(
-        "deepgram", _deepgram, "sim-dg-key", {"first_message": "Hello"}, {"speak_first": False},
-        has_tools=True, transcripts=("agent: greeting", "user: utterance 1", "agent: echo 1"),
+        "deepgram",
+        _deepgram,
+        "sim-dg-key",
+        {"first_message": "Hello"},
+        {"speak_first": False},
+        has_tools=True,
+        transcripts=("agent: greeting", "user: utterance 1", "agent: echo 1"),
         pcm_voice_config={"first_message": "Hello", "audio_format": "pcm16_16000"},
     ),
     "openai": ProviderSpec(
-        "openai", _openai, "sim-oai-key", {"first_message": "Hello"}, {"speak_first": False},
-        has_tools=True, transcripts=("agent: greeting", "user: utterance 1", "agent: echo 1"),
+        "openai",
+        _openai,
+        "sim-oai-key",
+        {"first_message": "Hello"},
+        {"speak_first": False},
+        has_tools=True,
+        transcripts=("agent: greeting", "user: utterance 1", "agent: echo 1"),
         pcm_voice_config={"first_message": "Hello", "audio_format": "pcm16_24000"},
     ),
     "retell": ProviderSpec(
-        "retell", lambda: RetellSimulator(api_key="sim-retell-key"), "sim-retell-key",
-        {"agent_id": "agent_sim"}, None, has_tools=False,
+        "retell",
+        lambda: RetellSimulator(api_key="sim-retell-key"),
+        "sim-retell-key",
+        {"agent_id": "agent_sim"},
+        None,
+        has_tools=False,
         transcripts=("agent: greeting", "user: utterance 1 (", "agent: echo 1"),
     ),
     "vapi": ProviderSpec(
-        "vapi", lambda: VapiSimulator(api_key="sim-vapi-key"), "sim-vapi-key", {"assistant_id": "asst_sim"},
+        "vapi",
+        lambda: VapiSimulator(api_key="sim-vapi-key"),
+        "sim-vapi-key",
+        {"assistant_id": "asst_sim"},
         {"assistant_overrides": {"firstMessageMode": "assistant-waits-for-user"}},
-        has_tools=True, transcripts=("agent: greeting", "user: utterance 1", "agent: echo 1"),
+        has_tools=True,
+        transcripts=("agent: greeting", "user: utterance 1", "agent: echo 1"),
     ),
     "bolna": ProviderSpec(
-        "bolna", BolnaSimulator, "sim-bolna-key", {"agent_id": "agent-twilio", "io_provider": "twilio"}, None,
-        has_tools=False, transcripts=(),
+        "bolna",
+        BolnaSimulator,
+        "sim-bolna-key",
+        {"agent_id": "agent-twilio", "io_provider": "twilio"},
+        None,
+        has_tools=False,
+        transcripts=(),
         pcm_voice_config={"agent_id": "agent-web", "io_provider": "default"},
     ),
 }
@@ -142,7 +170,8 @@ class CarrierTap:
     def tone_chunks(self, hz: float, *, after: float = float("-inf")) -> list[tuple[float, float]]:
         """(arrival time, seconds of audio) of μ-law media messages whose strongest frequency is ``hz``."""
         return [
-            (t, len(audio) / MULAW_8000.bytes_per_second) for t, audio in self.media()
+            (t, len(audio) / MULAW_8000.bytes_per_second)
+            for t, audio in self.media()
             if t > after and abs(dominant_frequency(audio, MULAW_8000) - hz) < TONE_TOLERANCE_HZ
         ]
 
@@ -189,18 +218,34 @@ def tenant_document(
         agent_voice["providers"] = {"echo": {}}
     return {
         "client_users": [{"email": OWNER, "name": "Owner"}],
-        "platform_providers": [{
-            "provider": spec.name, "api_key": spec.api_key, "priority": 1,
-            "config": {"base_url": base_url, "tools": {TOOL_NAME: TOOL_RESULT}},
-        }],
-        "workspaces": [{
-            "name": f"{spec.name} e2e", "owner": OWNER, "status": "active",
-            "subscription_tier": "professional",
-            "phone_numbers": [{"number": number, "provider": carrier}],
-            "agents": [{"name": f"{spec.name} agent", "phone_number": number, "voice_provider": spec.name,
-                        "voice_config": agent_voice, "config": {}, "status": "live"}],
-            "strategy": {"strategy": "specific", "fallback_enabled": fallback},
-        }],
+        "platform_providers": [
+            {
+                "provider": spec.name,
+                "api_key": spec.api_key,
+                "priority": 1,
+                "config": {"base_url": base_url, "tools": {TOOL_NAME: TOOL_RESULT}},
+            }
+        ],
+        "workspaces": [
+            {
+                "name": f"{spec.name} e2e",
+                "owner": OWNER,
+                "status": "active",
+                "subscription_tier": "professional",
+                "phone_numbers": [{"number": number, "provider": carrier}],
+                "agents": [
+                    {
+                        "name": f"{spec.name} agent",
+                        "phone_number": number,
+                        "voice_provider": spec.name,
+                        "voice_config": agent_voice,
+                        "config": {},
+                        "status": "live",
+                    }
+                ],
+                "strategy": {"strategy": "specific", "fallback_enabled": fallback},
+            }
+        ],
     }
 
 
@@ -237,8 +282,15 @@ class ProviderRig:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, provider: str, tmp_path: Path, telnyx_api: TelnyxApi, *, carrier: str = "twilio",
-        fallback: bool = False, voice_config: dict[str, Any] | None = None, preconnect: bool = True,
+        cls,
+        provider: str,
+        tmp_path: Path,
+        telnyx_api: TelnyxApi,
+        *,
+        carrier: str = "twilio",
+        fallback: bool = False,
+        voice_config: dict[str, Any] | None = None,
+        preconnect: bool = True,
     ) -> AsyncIterator[ProviderRig]:
         spec = SPECS[provider]
         sim = spec.make_simulator()
@@ -260,8 +312,12 @@ class ProviderRig:
         tap = CarrierTap()
         async with aiohttp.ClientSession() as http:
             result = await place_call(
-                http, self.gw.url, CallPlan(carrier=self.carrier, to=self.number, **plan),  # type: ignore[arg-type]
-                credentials=self.gw.credentials, telnyx_api=self.gw.telnyx_api, tap=tap,
+                http,
+                self.gw.url,
+                CallPlan(carrier=self.carrier, to=self.number, **plan),  # type: ignore[arg-type]
+                credentials=self.gw.credentials,
+                telnyx_api=self.gw.telnyx_api,
+                tap=tap,
             )
         return Observed(result, tap)
 

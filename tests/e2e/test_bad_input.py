@@ -138,9 +138,7 @@ async def test_expired_token(gateway: RunningGateway) -> None:
     target = await answer_twilio(gateway)
     assert isinstance(target, StreamTarget)
     call_id = target.parameters["call_id"]
-    old = mint_stream_token(
-        gateway.ctx.token_secret, call_id, "twilio", 60, time.time() - 120
-    )
+    old = mint_stream_token(gateway.ctx.token_secret, call_id, "twilio", 60, time.time() - 120)
     ws = await _connected(gateway)
     await ws.send_str(start_msg(target, token=old))
     assert await _close_code(ws) == 4401

@@ -184,10 +184,12 @@ async def test_refused_upgrade_carries_the_status(status_line: bytes, status: in
         (lambda key: b"Upgrade: websocket\r\nSec-WebSocket-Accept: AAAA\r\n", "Sec-WebSocket-Accept"),
         (lambda key: b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n", "Upgrade"),
         (
-            lambda key: b"Upgrade: websocket\r\nSec-WebSocket-Extensions: permessage-deflate\r\n"
-            + b"Sec-WebSocket-Accept: "
-            + accept_key(key).encode()
-            + b"\r\n",
+            lambda key: (
+                b"Upgrade: websocket\r\nSec-WebSocket-Extensions: permessage-deflate\r\n"
+                + b"Sec-WebSocket-Accept: "
+                + accept_key(key).encode()
+                + b"\r\n"
+            ),
             "extension",
         ),
     ],
@@ -449,4 +451,3 @@ def _tls_pair(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     server.load_cert_chain(cert_file, key_file)
     client = ssl.create_default_context(cafile=str(cert_file))
     return server, client
-

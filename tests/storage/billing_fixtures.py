@@ -93,14 +93,25 @@ async def set_platform_provider(
 
 
 async def set_workspace_provider(
-    db: Database, workspace_id: str, provider: str, *, uses_platform_key: bool = True,
+    db: Database,
+    workspace_id: str,
+    provider: str,
+    *,
+    uses_platform_key: bool = True,
     config: dict[str, object] | None = None,
 ) -> None:
     await db.execute(
         "INSERT INTO workspace_provider_configs (id, workspace_id, provider, uses_platform_key, config,"
         " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (new_id(), workspace_id, provider, int(uses_platform_key),
-         None if config is None else dump_json(config), CREATED, CREATED),
+        (
+            new_id(),
+            workspace_id,
+            provider,
+            int(uses_platform_key),
+            None if config is None else dump_json(config),
+            CREATED,
+            CREATED,
+        ),
     )
 
 
@@ -118,8 +129,17 @@ async def make_call(
     await db.execute(
         "INSERT INTO calls (id, workspace_id, agent_id, phone_number_id, caller_number, direction, status,"
         " voice_provider_used, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (call_id, tenant.workspace_id, tenant.agent_ids[0], tenant.phone_number_id, "+15550000000",
-         "inbound", status, provider, started_at),
+        (
+            call_id,
+            tenant.workspace_id,
+            tenant.agent_ids[0],
+            tenant.phone_number_id,
+            "+15550000000",
+            "inbound",
+            status,
+            provider,
+            started_at,
+        ),
     )
     return call_id
 
@@ -137,15 +157,30 @@ def dec(value: float | None) -> Decimal:
 
 
 async def bill(
-    db: Database, tenant: Tenant, *, seconds: int, ended_at: int, usage: dict[str, float] | None = None,
-    provider: str = "acme", now_s: int | None = None,
+    db: Database,
+    tenant: Tenant,
+    *,
+    seconds: int,
+    ended_at: int,
+    usage: dict[str, float] | None = None,
+    provider: str = "acme",
+    now_s: int | None = None,
 ) -> tuple[str, BillResult]:
     """Inserts a call that lasted ``seconds`` up to ``ended_at`` and bills it."""
     call_id = await make_call(db, tenant, started_at=ended_at - seconds, provider=provider)
-    result = await bill_call(db, BillableCall(
-        call_id=call_id, workspace_id=tenant.workspace_id, provider=provider, started_at=ended_at - seconds,
-        ended_at=ended_at, duration_seconds=seconds, usage=usage or {},
-    ), now_s=ended_at if now_s is None else now_s)
+    result = await bill_call(
+        db,
+        BillableCall(
+            call_id=call_id,
+            workspace_id=tenant.workspace_id,
+            provider=provider,
+            started_at=ended_at - seconds,
+            ended_at=ended_at,
+            duration_seconds=seconds,
+            usage=usage or {},
+        ),
+        now_s=ended_at if now_s is None else now_s,
+    )
     return call_id, result
 
 
@@ -153,7 +188,8 @@ async def usage_rows(db: Database, call_id: str) -> dict[str, tuple[Decimal, ...
     """resource_type → (quantity, unit_cost, total_cost, markup_percentage, final_cost)."""
     rows = await db.fetchall(
         "SELECT resource_type, quantity, unit_cost, total_cost, markup_percentage, final_cost"
-        " FROM usage_records WHERE call_id = ?", (call_id,),
+        " FROM usage_records WHERE call_id = ?",
+        (call_id,),
     )
     return {r[0]: tuple(dec(v) for v in tuple(r)[1:]) for r in rows}
 
@@ -173,7 +209,8 @@ async def periods(db: Database, workspace_id: str) -> list[Period]:
     """The workspace's billing periods, oldest first, money as exact decimals."""
     rows = await db.fetchall(
         "SELECT id, period_start, period_end, subtotal, subscription_fee, total_amount, status"
-        " FROM billing_periods WHERE workspace_id = ? ORDER BY period_start", (workspace_id,),
+        " FROM billing_periods WHERE workspace_id = ? ORDER BY period_start",
+        (workspace_id,),
     )
     return [Period(r[0], int(r[1]), int(r[2]), dec(r[3]), dec(r[4]), dec(r[5]), r[6]) for r in rows]
 

@@ -31,6 +31,7 @@ PG_DSN = os.environ.get("VOICEGW_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:
 TEST_KEY = bytes(range(32))
 NOW = 1_800_000_000
 
+
 def with_search_path(dsn: str, schema: str) -> str:
     parts = urlsplit(dsn)
     query = f"{parts.query}&" if parts.query else ""
@@ -71,21 +72,29 @@ async def _create_template(schema: str) -> _PgTemplate | str:
     db = await open_database(with_search_path(PG_DSN, schema))
     try:
         await migrate(db)
-        tables = [r[0] for r in await db.fetchall(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
-            " AND table_name <> 'schema_migrations'")]
+        tables = [
+            r[0]
+            for r in await db.fetchall(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+                " AND table_name <> 'schema_migrations'"
+            )
+        ]
         edges = await db.fetchall(
             "SELECT kcu.table_name, ccu.table_name FROM information_schema.referential_constraints rc"
             " JOIN information_schema.key_column_usage kcu ON kcu.constraint_name = rc.constraint_name"
             "  AND kcu.constraint_schema = rc.constraint_schema"
             " JOIN information_schema.constraint_column_usage ccu ON ccu.constraint_name = rc.constraint_name"
             "  AND ccu.constraint_schema = rc.constraint_schema"
-            " WHERE rc.constraint_schema = current_schema()")
+            " WHERE rc.constraint_schema = current_schema()"
+        )
         parents = {t: {p for c, p in edges if c == t and p != t} for t in tables}
         order: list[str] = []
         while len(order) < len(tables):  # a table goes once everything referencing it is gone
-            ready = sorted(t for t in tables if t not in order
-                           and all(t not in parents[c] for c in tables if c not in order and c != t))
+            ready = sorted(
+                t
+                for t in tables
+                if t not in order and all(t not in parents[c] for c in tables if c not in order and c != t)
+            )
             assert ready, "foreign keys form a cycle"
             order += ready
         seed_rows = {t: [tuple(r) for r in await db.fetchall(f"SELECT * FROM {t}")] for t in tables}
@@ -191,12 +200,21 @@ async def demo(db: Database, box: SecretBox) -> NumberRoute:
 async def dump_tables(db: Database) -> dict[str, list[tuple[object, ...]]]:
     """Every row of every table (minus schema_migrations), for before/after equality checks."""
     if db.dialect == "sqlite":
-        names = [r[0] for r in await db.fetchall(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        names = [
+            r[0]
+            for r in await db.fetchall(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
     else:
-        names = [r[0] for r in await db.fetchall(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")]
+        names = [
+            r[0]
+            for r in await db.fetchall(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+            )
+        ]
     return {
         name: sorted((tuple(row) for row in await db.fetchall(f"SELECT * FROM {name}")), key=repr)
-        for name in sorted(names) if name != "schema_migrations"
+        for name in sorted(names)
+        if name != "schema_migrations"
     }

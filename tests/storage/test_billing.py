@@ -110,8 +110,9 @@ async def test_subtotal_is_the_exact_sum_of_final_costs(db: Database, acme: None
         await bill(db, tenant, seconds=17 + 37 * i, ended_at=JAN + 1000 * i, provider="drift")
     [period] = await periods(db, tenant.workspace_id)
     assert period.subtotal == D("2.83515") == await sum_final_cost(db, period.id)
-    state = await db.fetchone("SELECT minutes_used FROM gw_billing_period_state WHERE billing_period_id = ?",
-                              (period.id,))
+    state = await db.fetchone(
+        "SELECT minutes_used FROM gw_billing_period_state WHERE billing_period_id = ?", (period.id,)
+    )
     assert state is not None and dec(state[0]) == D("192.0833")
 
 
@@ -165,8 +166,12 @@ async def test_bad_input_is_refused_and_writes_nothing(db: Database, acme: None)
     with pytest.raises(ValueError, match="duration_seconds"):
         await bill_call(db, BillableCall(call_id, tenant.workspace_id, "acme", JAN, JAN, -1, {}))
     with pytest.raises(ValueError, match="input_tokens"):
-        await bill_call(db, BillableCall(call_id, tenant.workspace_id, "acme", JAN, JAN + 5, 5,
-                                         {"input_tokens": float("nan")}))
+        await bill_call(
+            db,
+            BillableCall(
+                call_id, tenant.workspace_id, "acme", JAN, JAN + 5, 5, {"input_tokens": float("nan")}
+            ),
+        )
     with pytest.raises(UnknownCall):
         await bill_call(db, BillableCall("no-such-call", tenant.workspace_id, "acme", JAN, JAN + 5, 5, {}))
     other = await make_workspace(db)
@@ -190,8 +195,12 @@ async def test_limit_refuses_new_calls_until_next_period(db: Database, acme: Non
     assert (check.allowed, check.reason, check.used, check.limit) == (True, None, D("0.48"), D("0.5"))
     await bill(db, tenant, seconds=120, ended_at=JAN + 600)
     check = await check_call_allowed(db, tenant.workspace_id, JAN + 700)
-    assert (check.allowed, check.reason, check.used, check.limit) == (False, "usage_limit_reached", D("0.72"),
-                                                                      D("0.5"))
+    assert (check.allowed, check.reason, check.used, check.limit) == (
+        False,
+        "usage_limit_reached",
+        D("0.72"),
+        D("0.5"),
+    )
     # February: the January spend no longer counts.
     check = await check_call_allowed(db, tenant.workspace_id, at("UTC", 2024, 2, 1))
     assert (check.allowed, check.used) == (True, D("0"))
@@ -224,8 +233,9 @@ async def test_auto_pause_at_the_limit(db: Database, acme: None) -> None:
     )
     results = [await bill(db, tenant, seconds=120, ended_at=JAN + 200 * i) for i in range(4)]
     assert [r.paused_agents for _, r in results] == [0, 0, 2, 0]
-    statuses = await db.fetchall("SELECT status FROM voice_agents WHERE workspace_id = ? ORDER BY status",
-                                 (tenant.workspace_id,))
+    statuses = await db.fetchall(
+        "SELECT status FROM voice_agents WHERE workspace_id = ? ORDER BY status", (tenant.workspace_id,)
+    )
     assert [r[0] for r in statuses] == ["draft", "paused", "paused"]
     [(call_id, data)] = await events(db, "billing_auto_pause")
     assert call_id == results[2][0] and data is not None and '"paused_agent_ids"' in data

@@ -25,16 +25,19 @@ async def acme(db: Database) -> None:
     await set_platform_provider(db, "acme", 0.10)
 
 
-@pytest.mark.parametrize(("zone", "at_s", "start", "end"), [
-    ("UTC", utc(2024, 2, 29, 23, 59, 59), utc(2024, 2, 1), utc(2024, 3, 1)),
-    (NY, utc(2024, 2, 1, 4, 59, 59), utc(2024, 1, 1, 5), utc(2024, 2, 1, 5)),  # Jan 31 23:59:59 EST
-    (NY, utc(2024, 2, 1, 5), utc(2024, 2, 1, 5), utc(2024, 3, 1, 5)),
-    (NY, utc(2024, 3, 15), utc(2024, 3, 1, 5), utc(2024, 4, 1, 4)),  # DST starts Mar 10
-    (NY, utc(2024, 11, 15), utc(2024, 11, 1, 4), utc(2024, 12, 1, 5)),  # DST ends Nov 3
-    ("Asia/Kolkata", utc(2024, 1, 31, 18, 29), utc(2023, 12, 31, 18, 30), utc(2024, 1, 31, 18, 30)),
-    ("Australia/Sydney", utc(2024, 4, 10), utc(2024, 3, 31, 13), utc(2024, 4, 30, 14)),  # DST ends Apr 7
-    ("Not/AZone", utc(2024, 5, 5), utc(2024, 5, 1), utc(2024, 6, 1)),  # unknown zone: UTC
-])
+@pytest.mark.parametrize(
+    ("zone", "at_s", "start", "end"),
+    [
+        ("UTC", utc(2024, 2, 29, 23, 59, 59), utc(2024, 2, 1), utc(2024, 3, 1)),
+        (NY, utc(2024, 2, 1, 4, 59, 59), utc(2024, 1, 1, 5), utc(2024, 2, 1, 5)),  # Jan 31 23:59:59 EST
+        (NY, utc(2024, 2, 1, 5), utc(2024, 2, 1, 5), utc(2024, 3, 1, 5)),
+        (NY, utc(2024, 3, 15), utc(2024, 3, 1, 5), utc(2024, 4, 1, 4)),  # DST starts Mar 10
+        (NY, utc(2024, 11, 15), utc(2024, 11, 1, 4), utc(2024, 12, 1, 5)),  # DST ends Nov 3
+        ("Asia/Kolkata", utc(2024, 1, 31, 18, 29), utc(2023, 12, 31, 18, 30), utc(2024, 1, 31, 18, 30)),
+        ("Australia/Sydney", utc(2024, 4, 10), utc(2024, 3, 31, 13), utc(2024, 4, 30, 14)),  # DST ends Apr 7
+        ("Not/AZone", utc(2024, 5, 5), utc(2024, 5, 1), utc(2024, 6, 1)),  # unknown zone: UTC
+    ],
+)
 def test_month_boundaries(zone: str, at_s: int, start: int, end: int) -> None:
     tz = workspace_zone(zone)
     assert (month_start(tz, at_s), next_month_start(tz, at_s)) == (start, end)
@@ -51,10 +54,13 @@ async def test_rollover_at_a_new_york_month_end(db: Database, acme: None) -> Non
 
     await bill(db, tenant, seconds=120, ended_at=at(NY, 2024, 2, 1, 0, 30))
     jan, feb = await periods(db, tenant.workspace_id)
-    assert (jan.status, jan.subtotal, jan.fee, jan.total) == ("finalized", D("1.32"), D("29.99"),
-                                                                          D("31.31"))
+    assert (jan.status, jan.subtotal, jan.fee, jan.total) == ("finalized", D("1.32"), D("29.99"), D("31.31"))
     assert (feb.start, feb.end, feb.status, feb.subtotal) == (
-        utc(2024, 2, 1, 5), utc(2024, 3, 1, 5), "current", D("0.24"))
+        utc(2024, 2, 1, 5),
+        utc(2024, 3, 1, 5),
+        "current",
+        D("0.24"),
+    )
 
 
 async def test_idle_months_are_finalized_with_the_fee_across_dst(db: Database, acme: None) -> None:
@@ -84,10 +90,13 @@ async def test_close_periods_is_idempotent_and_opens_the_next(db: Database, acme
     assert await close_periods(db, utc(2024, 12, 1, 5)) == [nov.id]
     assert await close_periods(db, utc(2024, 12, 1, 5)) == []
     nov, dec_ = await periods(db, tenant.workspace_id)
-    assert (nov.status, nov.subtotal, nov.fee, nov.total) == ("finalized", D("0.6"), D("29.99"),
-                                                                          D("30.59"))
+    assert (nov.status, nov.subtotal, nov.fee, nov.total) == ("finalized", D("0.6"), D("29.99"), D("30.59"))
     assert (dec_.start, dec_.end, dec_.status, dec_.fee) == (
-        utc(2024, 12, 1, 5), utc(2025, 1, 1, 5), "current", D("29.99"))
+        utc(2024, 12, 1, 5),
+        utc(2025, 1, 1, 5),
+        "current",
+        D("29.99"),
+    )
 
     # A late call that ended in November (e.g. billed after a crash) lands on the open invoice.
     await bill(db, tenant, seconds=60, ended_at=at(NY, 2024, 11, 30, 12), now_s=utc(2024, 12, 2))

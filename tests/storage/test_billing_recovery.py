@@ -76,8 +76,11 @@ async def test_calls_whose_billing_failed_are_billed_from_their_ended_event(db: 
     call_id = await make_call(db, tenant, started_at=T0, status="completed")
     finish = calls.finish_call_stmt(call_id, "completed", 120, T0 + 120, "acme", None, None)
     ended = calls.insert_event_stmt(
-        call_id, "ended", {"duration_seconds": 120, "provider": "acme", "usage": {"audio_in_ms": 120000.0}},
-        T0 + 120)
+        call_id,
+        "ended",
+        {"duration_seconds": 120, "provider": "acme", "usage": {"audio_in_ms": 120000.0}},
+        T0 + 120,
+    )
     failed = calls.insert_event_stmt(call_id, BILLING_FAILED_EVENT, {"attempts": 3}, T0 + 121)
     for stmt in (finish, ended, failed):
         await db.execute(stmt.sql, stmt.params)

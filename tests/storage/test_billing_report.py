@@ -34,26 +34,50 @@ async def tenants(db: Database) -> tuple[Tenant, Tenant]:
 async def test_report_for_a_month(db: Database, tenants: tuple[Tenant, Tenant]) -> None:
     alpha, beta = tenants
     a, b = await billing_report(db, period="2024-01")
-    assert (a.workspace_id, a.workspace_name, a.period, a.status) == (alpha.workspace_id, "Alpha", "2024-01",
-                                                                      "finalized")
+    assert (a.workspace_id, a.workspace_name, a.period, a.status) == (
+        alpha.workspace_id,
+        "Alpha",
+        "2024-01",
+        "finalized",
+    )
     assert (a.minutes, a.included_minutes, a.overage_minutes) == (D("101.5833"), D("100"), D("1.5833"))
     assert (a.cost, a.markup, a.subtotal) == (D("10.237495"), D("2.031666"), D("12.269161"))
-    assert (a.subscription_fee, a.total, a.limit, a.limit_used_pct) == (D("29.99"), D("42.259161"), D("50"),
-                                                                        D("24.5"))
+    assert (a.subscription_fee, a.total, a.limit, a.limit_used_pct) == (
+        D("29.99"),
+        D("42.259161"),
+        D("50"),
+        D("24.5"),
+    )
     assert (b.workspace_id, b.period, b.minutes, b.overage_minutes) == (
-        beta.workspace_id, "2024-01", D("10"), D("0"))
+        beta.workspace_id,
+        "2024-01",
+        D("10"),
+        D("0"),
+    )
     assert (b.cost, b.markup, b.subtotal, b.total, b.limit, b.limit_used_pct) == (
-        D("1"), D("0.2"), D("1.2"), D("301.19"), None, None)
+        D("1"),
+        D("0.2"),
+        D("1.2"),
+        D("301.19"),
+        None,
+        None,
+    )
     [only] = await billing_report(db, beta.workspace_id, "2024-01")
     assert only.period_id == b.period_id
 
 
 async def test_report_defaults_to_current_periods(db: Database, tenants: tuple[Tenant, Tenant]) -> None:
     a, b = await billing_report(db)
-    assert [(r.workspace_name, r.period, r.status) for r in (a, b)] == [("Alpha", "2024-02", "current"),
-                                                                        ("Beta", "2024-02", "current")]
+    assert [(r.workspace_name, r.period, r.status) for r in (a, b)] == [
+        ("Alpha", "2024-02", "current"),
+        ("Beta", "2024-02", "current"),
+    ]
     assert (a.minutes, a.overage_minutes, a.subtotal, a.limit_used_pct) == (
-        D("1"), D("0"), D("0.12"), D("0.2"))
+        D("1"),
+        D("0"),
+        D("0.12"),
+        D("0.2"),
+    )
     assert (b.minutes, b.subtotal, b.total) == (D("0"), D("0"), D("299.99"))
     assert await billing_report(db, period="2023-12") == []
 
@@ -76,12 +100,35 @@ def test_cli_report_and_close_periods(
 ) -> None:
     assert _cli("billing", "report", "--db", backend.url, "--period", "2024-01") == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["WORKSPACE", "PERIOD", "STATUS", "MINUTES", "INCLUDED", "OVERAGE", "COST",
-                              "MARKUP", "SUBTOTAL", "FEE", "TOTAL", "LIMIT", "USED%"]
+    assert out[0].split() == [
+        "WORKSPACE",
+        "PERIOD",
+        "STATUS",
+        "MINUTES",
+        "INCLUDED",
+        "OVERAGE",
+        "COST",
+        "MARKUP",
+        "SUBTOTAL",
+        "FEE",
+        "TOTAL",
+        "LIMIT",
+        "USED%",
+    ]
     alpha = out[1].split()
     assert alpha[0] == "Alpha" and alpha[2:] == [
-        "2024-01", "finalized", "101.5833", "100", "1.5833", "10.237495", "2.031666", "12.269161", "29.99",
-        "42.259161", "50.00", "24.5%",
+        "2024-01",
+        "finalized",
+        "101.5833",
+        "100",
+        "1.5833",
+        "10.237495",
+        "2.031666",
+        "12.269161",
+        "29.99",
+        "42.259161",
+        "50.00",
+        "24.5%",
     ]
     assert out[2].split()[-2:] == ["-", "-"]
 

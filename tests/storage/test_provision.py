@@ -23,25 +23,54 @@ def full_document() -> dict[str, Any]:
             {"email": "staff@acme.test", "name": "Staff"},
         ],
         "platform_providers": [
-            {"provider": "elevenlabs", "api_key": "sk-platform-11", "priority": 1, "cost_per_unit": 0.08,
-             "config": {"region": "us"}},
+            {
+                "provider": "elevenlabs",
+                "api_key": "sk-platform-11",
+                "priority": 1,
+                "cost_per_unit": 0.08,
+                "config": {"region": "us"},
+            },
             {"provider": "deepgram", "api_key": "dg-platform", "priority": 2, "cost_per_unit": 0.05},
         ],
-        "workspaces": [{
-            "id": "ws-acme", "name": "Acme Dental", "owner": "owner@acme.test", "industry": "dental",
-            "subscription_tier": "starter", "timezone": "America/Los_Angeles",
-            "members": [{"email": "staff@acme.test", "role": "viewer", "invited_by": "owner@acme.test"}],
-            "phone_numbers": [{"number": "+14155550100", "provider": "twilio", "provider_sid": "PN1"}],
-            "agents": [{"name": "Front desk", "phone_number": "+14155550100", "voice_provider": "elevenlabs",
-                        "voice_config": {"voice_id": "v1"}, "config": {"greeting": "Hi"}, "status": "live"}],
-            "provider_configs": [{"provider": "deepgram", "api_key": "dg-own", "config": {"model": "nova"}},
-                                 {"provider": "elevenlabs"}],
-            "strategy": {"strategy": "custom", "fallback_enabled": False,
-                         "config": {"rules": [{"caller_prefix": "+1415", "providers": ["deepgram"]}],
-                                    "default": ["elevenlabs"]}},
-            "billing": {"usage_limit_monthly": 100, "auto_pause_on_limit": True,
-                        "billing_email": "b@acme.test"},
-        }],
+        "workspaces": [
+            {
+                "id": "ws-acme",
+                "name": "Acme Dental",
+                "owner": "owner@acme.test",
+                "industry": "dental",
+                "subscription_tier": "starter",
+                "timezone": "America/Los_Angeles",
+                "members": [{"email": "staff@acme.test", "role": "viewer", "invited_by": "owner@acme.test"}],
+                "phone_numbers": [{"number": "+14155550100", "provider": "twilio", "provider_sid": "PN1"}],
+                "agents": [
+                    {
+                        "name": "Front desk",
+                        "phone_number": "+14155550100",
+                        "voice_provider": "elevenlabs",
+                        "voice_config": {"voice_id": "v1"},
+                        "config": {"greeting": "Hi"},
+                        "status": "live",
+                    }
+                ],
+                "provider_configs": [
+                    {"provider": "deepgram", "api_key": "dg-own", "config": {"model": "nova"}},
+                    {"provider": "elevenlabs"},
+                ],
+                "strategy": {
+                    "strategy": "custom",
+                    "fallback_enabled": False,
+                    "config": {
+                        "rules": [{"caller_prefix": "+1415", "providers": ["deepgram"]}],
+                        "default": ["elevenlabs"],
+                    },
+                },
+                "billing": {
+                    "usage_limit_monthly": 100,
+                    "auto_pause_on_limit": True,
+                    "billing_email": "b@acme.test",
+                },
+            }
+        ],
     }
 
 
@@ -110,23 +139,37 @@ def bad(path: list[Any], value: Any) -> dict[str, Any]:
     return doc
 
 
-@pytest.mark.parametrize(("doc", "message"), [
-    (bad(["workspaces", 0, "agents", 0, "status"], "on"),
-     "workspaces[0].agents[0].status: must be one of draft,testing,live,paused"),
-    (bad(["workspaces", 0, "phone_numbers", 0, "number"], "4155550100"),
-     "workspaces[0].phone_numbers[0].number: is not valid"),
-    (bad(["workspaces", 0, "name"], KeyError), "workspaces[0].name: is required"),
-    (bad(["workspaces", 0, "agentz"], []), "workspaces[0].agentz: unknown field"),
-    (bad(["platform_providers", 1, "priority"], "high"),
-     "platform_providers[1].priority: must be an integer"),
-    (bad(["workspaces", 0, "subscription_tier"], "gold"),
-     "workspaces[0].subscription_tier: must be one of starter,professional,enterprise"),
-    (bad(["workspaces", 0, "strategy", "config", "rules", 0, "providers"], "deepgram"),
-     "workspaces[0].strategy.config.rules[0].providers"),
-    (bad(["client_users", 1, "email"], "owner@acme.test"), "client_users[1].email: duplicate email"),
-])
-async def test_invalid_document_is_refused_with_path(db: Database, box: SecretBox, doc: Any,
-                                                     message: str) -> None:
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (
+            bad(["workspaces", 0, "agents", 0, "status"], "on"),
+            "workspaces[0].agents[0].status: must be one of draft,testing,live,paused",
+        ),
+        (
+            bad(["workspaces", 0, "phone_numbers", 0, "number"], "4155550100"),
+            "workspaces[0].phone_numbers[0].number: is not valid",
+        ),
+        (bad(["workspaces", 0, "name"], KeyError), "workspaces[0].name: is required"),
+        (bad(["workspaces", 0, "agentz"], []), "workspaces[0].agentz: unknown field"),
+        (
+            bad(["platform_providers", 1, "priority"], "high"),
+            "platform_providers[1].priority: must be an integer",
+        ),
+        (
+            bad(["workspaces", 0, "subscription_tier"], "gold"),
+            "workspaces[0].subscription_tier: must be one of starter,professional,enterprise",
+        ),
+        (
+            bad(["workspaces", 0, "strategy", "config", "rules", 0, "providers"], "deepgram"),
+            "workspaces[0].strategy.config.rules[0].providers",
+        ),
+        (bad(["client_users", 1, "email"], "owner@acme.test"), "client_users[1].email: duplicate email"),
+    ],
+)
+async def test_invalid_document_is_refused_with_path(
+    db: Database, box: SecretBox, doc: Any, message: str
+) -> None:
     before = await dump_tables(db)
     with pytest.raises(ProvisionError) as info:
         await provision(db, doc, box, now=NOW)
@@ -134,19 +177,34 @@ async def test_invalid_document_is_refused_with_path(db: Database, box: SecretBo
     assert await dump_tables(db) == before
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda d: d["workspaces"][0].update(owner="ghost@acme.test"),
-     "workspaces[0].owner: no client user with email 'ghost@acme.test'"),
-    (lambda d: d["workspaces"][0]["agents"][0].update(phone_number="+14155550199"),
-     "workspaces[0].agents[0].phone_number: +14155550199 is not a number of this workspace"),
-    (lambda d: d["workspaces"][0]["agents"].append(
-        {"name": "Second", "voice_provider": "echo"}),  # starter allows 1 agent
-     "workspaces[0].agents: 2 agents exceed the starter tier limit of 1"),
-    (lambda d: d["workspaces"][0]["phone_numbers"].append({"number": "+14155550101", "provider": "telnyx"}),
-     "workspaces[0].phone_numbers: 2 phone_numbers exceed the starter tier limit of 1"),
-])
-async def test_database_dependent_errors_write_nothing(db: Database, box: SecretBox, change: Any,
-                                                       message: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda d: d["workspaces"][0].update(owner="ghost@acme.test"),
+            "workspaces[0].owner: no client user with email 'ghost@acme.test'",
+        ),
+        (
+            lambda d: d["workspaces"][0]["agents"][0].update(phone_number="+14155550199"),
+            "workspaces[0].agents[0].phone_number: +14155550199 is not a number of this workspace",
+        ),
+        (
+            lambda d: d["workspaces"][0]["agents"].append(
+                {"name": "Second", "voice_provider": "echo"}
+            ),  # starter allows 1 agent
+            "workspaces[0].agents: 2 agents exceed the starter tier limit of 1",
+        ),
+        (
+            lambda d: d["workspaces"][0]["phone_numbers"].append(
+                {"number": "+14155550101", "provider": "telnyx"}
+            ),
+            "workspaces[0].phone_numbers: 2 phone_numbers exceed the starter tier limit of 1",
+        ),
+    ],
+)
+async def test_database_dependent_errors_write_nothing(
+    db: Database, box: SecretBox, change: Any, message: str
+) -> None:
     await provision_demo(db, box, now=NOW)  # something already there that must survive unchanged
     before = await dump_tables(db)
     doc = full_document()

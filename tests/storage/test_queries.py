@@ -108,30 +108,48 @@ async def test_routing_inputs_and_health(db: Database, demo: NumberRoute, box: S
 async def test_call_lifecycle_statements_and_reads(db: Database, demo: NumberRoute) -> None:
     assert demo.agent is not None
     call_id = new_id()
-    await run(db, calls.insert_call_stmt(
-        call_id=call_id, workspace_id=demo.workspace.id, agent_id=demo.agent.id,
-        phone_number_id=demo.number.id, caller_number="+15551234567", direction="inbound",
-        status="ringing", voice_provider_used="echo", started_at=NOW, provider_call_sid="CA123",
-        metadata={"carrier": "twilio"},
-    ))
+    await run(
+        db,
+        calls.insert_call_stmt(
+            call_id=call_id,
+            workspace_id=demo.workspace.id,
+            agent_id=demo.agent.id,
+            phone_number_id=demo.number.id,
+            caller_number="+15551234567",
+            direction="inbound",
+            status="ringing",
+            voice_provider_used="echo",
+            started_at=NOW,
+            provider_call_sid="CA123",
+            metadata={"carrier": "twilio"},
+        ),
+    )
     call = await calls.get_call(db, call_id)
     assert call is not None and call.status == "ringing" and call.metadata == '{"carrier":"twilio"}'
     assert await calls.get_call_by_sid(db, "CA123") == call
     assert await calls.claim_call(db, call_id) is True
     assert await calls.claim_call(db, call_id) is False
-    await run(db,
-              calls.insert_event_stmt(call_id, "initiated", None, NOW),
-              calls.insert_event_stmt(call_id, "answered", {"provider": "echo"}, NOW + 1),
-              calls.set_voice_provider_stmt(call_id, "deepgram"),
-              calls.insert_event_stmt(call_id, "ended", {"reason": "stop"}, NOW + 1),
-              calls.finish_call_stmt(call_id, "completed", 42, NOW + 42, "echo", "hello", 0.0))
+    await run(
+        db,
+        calls.insert_event_stmt(call_id, "initiated", None, NOW),
+        calls.insert_event_stmt(call_id, "answered", {"provider": "echo"}, NOW + 1),
+        calls.set_voice_provider_stmt(call_id, "deepgram"),
+        calls.insert_event_stmt(call_id, "ended", {"reason": "stop"}, NOW + 1),
+        calls.finish_call_stmt(call_id, "completed", 42, NOW + 42, "echo", "hello", 0.0),
+    )
     events = await calls.list_events(db, call_id)
     assert [e.event_type for e in events] == ["initiated", "answered", "ended"]
     assert events[0].data() is None and events[1].data() == {"provider": "echo"}
     done = await calls.get_call(db, call_id)
     assert done is not None
-    assert (done.status, done.duration_seconds, done.ended_at, done.voice_provider_used, done.transcription,
-            done.cost_total) == ("completed", 42, NOW + 42, "echo", "hello", 0.0)
+    assert (
+        done.status,
+        done.duration_seconds,
+        done.ended_at,
+        done.voice_provider_used,
+        done.transcription,
+        done.cost_total,
+    ) == ("completed", 42, NOW + 42, "echo", "hello", 0.0)
     setup = await calls.load_call_setup(db, call_id)
     assert setup is not None and setup[0] == done and setup[1] == demo.agent
     assert setup[2] == demo.workspace and setup[3] == demo.number
@@ -143,9 +161,17 @@ def test_call_statement_validation() -> None:
     with pytest.raises(ValueError, match="status"):
         calls.finish_call_stmt("c", "done", 1, 1, "echo", None, None)
     with pytest.raises(ValueError, match="direction"):
-        calls.insert_call_stmt(call_id="c", workspace_id="w", agent_id="a", phone_number_id="p",
-                               caller_number="+1", direction="sideways", status="ringing",
-                               voice_provider_used="echo", started_at=1)
+        calls.insert_call_stmt(
+            call_id="c",
+            workspace_id="w",
+            agent_id="a",
+            phone_number_id="p",
+            caller_number="+1",
+            direction="sideways",
+            status="ringing",
+            voice_provider_used="echo",
+            started_at=1,
+        )
 
 
 async def test_settings_reads(db: Database, demo: NumberRoute) -> None:

@@ -20,17 +20,30 @@ async def run(db: Database, *stmts: Statement) -> None:
 async def start_call(db: Database, route: NumberRoute, status: str, started_at: int) -> str:
     assert route.agent is not None
     call_id = new_id()
-    await run(db, calls.insert_call_stmt(
-        call_id=call_id, workspace_id=route.workspace.id, agent_id=route.agent.id,
-        phone_number_id=route.number.id, caller_number="+15551230000", direction="inbound",
-        status=status, voice_provider_used="echo", started_at=started_at))
+    await run(
+        db,
+        calls.insert_call_stmt(
+            call_id=call_id,
+            workspace_id=route.workspace.id,
+            agent_id=route.agent.id,
+            phone_number_id=route.number.id,
+            caller_number="+15551230000",
+            direction="inbound",
+            status=status,
+            voice_provider_used="echo",
+            started_at=started_at,
+        ),
+    )
     return call_id
 
 
 async def test_recover_closes_open_calls_from_their_last_event(db: Database, demo: NumberRoute) -> None:
     talking = await start_call(db, demo, "in-progress", NOW)
-    await run(db, calls.insert_event_stmt(talking, "answered", None, NOW + 2),
-              calls.insert_event_stmt(talking, "provider_connected", None, NOW + 30))
+    await run(
+        db,
+        calls.insert_event_stmt(talking, "answered", None, NOW + 2),
+        calls.insert_event_stmt(talking, "provider_connected", None, NOW + 30),
+    )
     ringing = await start_call(db, demo, "ringing", NOW + 10)  # no events at all
     finished = await start_call(db, demo, "in-progress", NOW)
     await run(db, calls.finish_call_stmt(finished, "completed", 5, NOW + 5, "echo", None, 0.0))
@@ -70,11 +83,21 @@ async def test_recover_on_a_shared_database_closes_only_this_nodes_recent_calls(
 
     async def call_of(node: str, started_at: int) -> str:
         call_id = new_id()
-        await run(db, calls.insert_call_stmt(
-            call_id=call_id, workspace_id=demo.workspace.id, agent_id=demo.agent.id,  # type: ignore[union-attr]
-            phone_number_id=demo.number.id, caller_number="+15551230000", direction="inbound",
-            status="in-progress", voice_provider_used="echo", started_at=started_at,
-            metadata={"node": node}))
+        await run(
+            db,
+            calls.insert_call_stmt(
+                call_id=call_id,
+                workspace_id=demo.workspace.id,
+                agent_id=demo.agent.id,  # type: ignore[union-attr]
+                phone_number_id=demo.number.id,
+                caller_number="+15551230000",
+                direction="inbound",
+                status="in-progress",
+                voice_provider_used="echo",
+                started_at=started_at,
+                metadata={"node": node},
+            ),
+        )
         return call_id
 
     mine = await call_of("gw-a", NOW + 500)

@@ -85,10 +85,13 @@ async def test_foreign_keys_enforced_and_cascade(db: Database) -> None:
             "INSERT INTO workspaces (id, name, owner_id, created_at, updated_at)"
             " VALUES ('w', 'W', 'nobody', 1, 1)"
         )
-    await db.execute("INSERT INTO client_users (id, email, name, password_hash, created_at, updated_at)"
-                     " VALUES ('u', 'u@x', 'U', '!', 1, 1)")
-    await db.execute("INSERT INTO workspaces (id, name, owner_id, created_at, updated_at)"
-                     " VALUES ('w', 'W', 'u', 1, 1)")
+    await db.execute(
+        "INSERT INTO client_users (id, email, name, password_hash, created_at, updated_at)"
+        " VALUES ('u', 'u@x', 'U', '!', 1, 1)"
+    )
+    await db.execute(
+        "INSERT INTO workspaces (id, name, owner_id, created_at, updated_at) VALUES ('w', 'W', 'u', 1, 1)"
+    )
     await db.execute("DELETE FROM client_users WHERE id = 'u'")
     assert await db.fetchone("SELECT id FROM workspaces WHERE id = 'w'") is None
 
@@ -118,7 +121,9 @@ async def test_postgres_schema_mirrors_seed(db: Database) -> None:
     for table in _tables(seed):
         cols = await db.fetchall(
             "SELECT column_name, data_type, is_nullable, column_default FROM information_schema.columns"
-            " WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position", (table,))
+            " WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
+            (table,),
+        )
         seed_cols = seed.execute(f"PRAGMA table_info({table})").fetchall()
         assert [c[0] for c in cols] == [c[1] for c in seed_cols], table
         for pg, (_, name, decl, notnull, default, pk) in zip(cols, seed_cols, strict=True):
@@ -133,19 +138,27 @@ async def test_postgres_schema_mirrors_seed(db: Database) -> None:
             "  AND kcu.constraint_schema = rc.constraint_schema"
             " JOIN information_schema.constraint_column_usage ccu ON ccu.constraint_name = rc.constraint_name"
             "  AND ccu.constraint_schema = rc.constraint_schema"
-            " WHERE rc.constraint_schema = current_schema() AND kcu.table_name = ?", (table,))
+            " WHERE rc.constraint_schema = current_schema() AND kcu.table_name = ?",
+            (table,),
+        )
         assert {tuple(r) for r in pg_fks} == seed_fks, table
         seed_idx = {r[1] for r in seed.execute(f"PRAGMA index_list({table})") if r[3] == "c"}
-        pg_idx = {r[0] for r in await db.fetchall(
-            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ?",
-            (table,))}
+        pg_idx = {
+            r[0]
+            for r in await db.fetchall(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ?",
+                (table,),
+            )
+        }
         assert seed_idx <= pg_idx, table
-        n_checks = len(_checks(seed.execute(
-            "SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]))
+        n_checks = len(
+            _checks(seed.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0])
+        )
         pg_checks = await db.fetchone(
             "SELECT COUNT(*) FROM information_schema.table_constraints WHERE table_schema = current_schema()"
             " AND table_name = ? AND constraint_type = 'CHECK' AND constraint_name NOT LIKE '%not_null'",
-            (table,))
+            (table,),
+        )
         assert pg_checks is not None and pg_checks[0] == n_checks, table
 
 

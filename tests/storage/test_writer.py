@@ -23,9 +23,16 @@ async def open_calls(db: Database, route: NumberRoute, n: int) -> list[str]:
     async with db.transaction() as tx:
         for call_id in ids:
             stmt = calls.insert_call_stmt(
-                call_id=call_id, workspace_id=route.workspace.id, agent_id=route.agent.id,
-                phone_number_id=route.number.id, caller_number="+15551230000", direction="inbound",
-                status="in-progress", voice_provider_used="echo", started_at=NOW)
+                call_id=call_id,
+                workspace_id=route.workspace.id,
+                agent_id=route.agent.id,
+                phone_number_id=route.number.id,
+                caller_number="+15551230000",
+                direction="inbound",
+                status="in-progress",
+                voice_provider_used="echo",
+                started_at=NOW,
+            )
             await tx.execute(stmt.sql, stmt.params)
     return ids
 
@@ -88,10 +95,19 @@ async def test_mixed_statements_commit_in_order(db: Database, demo: NumberRoute)
     writer = Writer(db, on_flush=flushes.append)
     await writer.start()
     call_id = new_id()
-    writer.put_nowait(calls.insert_call_stmt(
-        call_id=call_id, workspace_id=demo.workspace.id, agent_id=demo.agent.id,
-        phone_number_id=demo.number.id, caller_number="+15551230000", direction="inbound",
-        status="ringing", voice_provider_used="echo", started_at=NOW))
+    writer.put_nowait(
+        calls.insert_call_stmt(
+            call_id=call_id,
+            workspace_id=demo.workspace.id,
+            agent_id=demo.agent.id,
+            phone_number_id=demo.number.id,
+            caller_number="+15551230000",
+            direction="inbound",
+            status="ringing",
+            voice_provider_used="echo",
+            started_at=NOW,
+        )
+    )
     for i in range(3):
         writer.put_nowait(calls.insert_event_stmt(call_id, "tick", {"seq": i}, NOW + i))
     writer.put_nowait(calls.set_status_stmt(call_id, "in-progress"))
@@ -139,7 +155,8 @@ async def _hold_lock_postgres(schema: str, seconds: float, locked: asyncio.Event
             # The writer now waits on the lock: kill its connection, as a failover or restart would.
             await conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_locks"
-                " WHERE NOT granted AND relation = 'call_events'::regclass")
+                " WHERE NOT granted AND relation = 'call_events'::regclass"
+            )
             await asyncio.sleep(seconds / 2)
     finally:
         await conn.close()
