@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from itertools import pairwise
 from typing import Any, Literal
 
 from loadtest.runner import Criteria
@@ -441,8 +442,44 @@ def check_p99_at(s: ScenarioSummary | None, calls: int, max_p99_ms: float, label
     )
 
 
-def check_scaling(a: ScenarioSummary | None, d: ScenarioSummary | None, factor: float) -> TargetCheck:
-    name = f"(d): 2 workers >= {factor}x (a)"
+def cpu_per_call_at(steps: Sequence[StepMedian], calls: float) -> float | None:
+    """CPU per call-second at ``calls``, linear between the two usable steps around it (None outside)."""
+    usable = [
+        (s.calls, s.figures["cpu_ms_per_call_s"])
+        for s in steps
+        if cpu_usable(s.status, s.figures["lateness_p99_ms"], s.figures["return_ratio"])
+    ]
+    for (c0, v0), (c1, v1) in pairwise(usable):
+        if c0 <= calls <= c1:
+            return v0 + (v1 - v0) * (calls - c0) / (c1 - c0)
+    return next((v for c, v in usable if c == calls), None)
+
+
+def matched_load_scaling(a: ScenarioSummary, d: ScenarioSummary, workers: int) -> str | None:
+    """(d) against (a) at the same load per worker. CPU per call falls as a process carries more calls
+    (its idle work spreads thinner), so comparing (d)'s largest usable step with (a)'s compares a
+    lightly loaded pair of workers with a busy single one. Matched per worker, the ratio isolates what a
+    second worker costs each call (shared caches, the shared listening port); ``workers`` x that
+    efficiency is the scaling, assuming each worker's cost falls with load as (a)'s does."""
+    if d.projection is None or not d.projection.from_usable_step:
+        return None
+    per_worker = d.projection.at_step / workers
+    theirs = cpu_per_call_at(a.steps, per_worker)
+    ours = d.projection.cpu_ms_per_call_s
+    if theirs is None or ours <= 0:
+        return None
+    efficiency = theirs / ours
+    return (
+        f"at equal load per worker: (d) {ours:.2f} ms CPU per call-second at {d.projection.at_step} "
+        f"calls ({per_worker:g} per worker) vs (a) {theirs:.2f} at {per_worker:g} calls, "
+        f"PROJECTION {workers} x {efficiency:.2f} = {workers * efficiency:.2f}x"
+    )
+
+
+def check_scaling(
+    a: ScenarioSummary | None, d: ScenarioSummary | None, factor: float, workers: int
+) -> TargetCheck:
+    name = f"(d): {workers} workers >= {factor}x (a)"
     if a is None or d is None or not a.steps or not d.steps:
         return TargetCheck(name, "not measured", "scenario not run")
     parts = [
@@ -452,6 +489,9 @@ def check_scaling(a: ScenarioSummary | None, d: ScenarioSummary | None, factor: 
     if a.projection and d.projection:
         ratio = d.projection.calls / a.projection.calls if a.projection.calls else 0.0
         parts.append(f"PROJECTION {d.projection.calls} vs {a.projection.calls} = {ratio:.2f}x")
+    matched = matched_load_scaling(a, d, workers)
+    if matched:
+        parts.append(matched)
     evidence = "; ".join(parts)
     # Only two measured capacities compare: a search the generator cut short measured the generator.
     if "generator-limited" in (a.stopped_by, d.stopped_by):

@@ -129,8 +129,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.rejudge:
         from loadtest.bench import rejudge
 
-        doc = rejudge(orjson.loads(Path(args.rejudge).read_bytes()))
-        print(f"results: {write_results(doc, Path(args.rejudge).parent)}")
+        source = Path(args.rejudge)
+        doc = rejudge(orjson.loads(source.read_bytes())) | {"name": source.stem}  # rewrites that file
+        print(f"results: {write_results(doc, source.parent)}")
         return 0
     options = BenchOptions.quick_mode(**given) if args.quick else BenchOptions(**given)
 

@@ -48,8 +48,10 @@ from loadtest.bench_results import (
     check_webhook,
     classify,
     combine_runs,
+    cpu_per_call_at,
     cpu_usable,
     criteria_for_floor,
+    matched_load_scaling,
     max_sustained,
     median_max_sustained,
     project_capacity,
@@ -57,7 +59,7 @@ from loadtest.bench_results import (
     stopped_by,
 )
 from loadtest.carriers.plan import Credentials
-from loadtest.cli import _steps
+from loadtest.cli import _steps, register
 from loadtest.runner import Criteria
 from providers.base import MULAW_8000, PCM16_16000
 from providers.deepgram.protocol import CONVERSE_PATH
@@ -238,12 +240,12 @@ def test_ratio_latency_scaling_memory_and_webhook_verdicts() -> None:
     assert check_p99_at(short, 300, 5.0, "(b)").verdict == "generator-limited"
 
     d = summary("d", [[step(200, cpu=100), step(400, cpu=200), step(600, "failed")]], cores=2)
-    scaling = check_scaling(a, d, 1.8)
+    scaling = check_scaling(a, d, 1.8, 2)
     assert scaling.verdict == "met" and "PROJECTION" in scaling.evidence  # 400 >= 1.8 x 200, both failed
     d_short = summary(
         "d", [[step(200, cpu=100), step(400, cpu=200), step(600, "generator-limited")]], cores=2
     )
-    assert check_scaling(a, d_short, 1.8).verdict == "generator-limited"  # the generator was measured
+    assert check_scaling(a, d_short, 1.8, 2).verdict == "generator-limited"  # the generator was measured
 
     mem = check_memory([summary("a", [[step(100, server_rss_mb=90.0)]])], 150.0)
     assert mem.verdict == "met" and "102 KB" in mem.evidence
@@ -252,6 +254,22 @@ def test_ratio_latency_scaling_memory_and_webhook_verdicts() -> None:
     assert check_webhook(8.0, 50, 10.0, 49.9).verdict == "met"
     assert check_webhook(12.0, 50, 10.0, 49.9).verdict == "not met"
     assert check_webhook(None, 50, 10.0, 0.0).verdict == "not measured"
+
+
+def test_scaling_is_also_projected_at_equal_load_per_worker() -> None:
+    """Two workers at 400 calls carry 200 each: compared with (a) at 200, not with (a) at its busiest."""
+    a = summary("a", [[step(100, cpu=20), step(200, cpu=30), step(400, cpu=50), step(600, "failed")]])
+    assert cpu_per_call_at(a.steps, 150) == pytest.approx(1.75)  # between 2.0 at 100 and 1.5 at 200
+    assert cpu_per_call_at(a.steps, 50) is None and cpu_per_call_at(a.steps, 500) is None  # 600 failed
+    limited = {"lateness_p99_ms": 8.0}  # generator-limited, CPU figures still usable
+    d = summary("d", [[step(200, cpu=40), step(400, "generator-limited", cpu=60, **limited)]], cores=2)
+    assert d.projection is not None and d.projection.at_step == 400
+    matched = matched_load_scaling(a, d, workers=2)
+    assert matched is not None and "(200 per worker)" in matched and "2 x 1.00 = 2.00x" in matched
+    check = check_scaling(a, d, 1.8, 2)
+    assert check.verdict == "generator-limited" and matched in check.evidence  # evidence, not a verdict
+    busier = summary("d", [[step(400, "generator-limited", cpu=75, **limited)]], cores=2)
+    assert "2 x 0.80 = 1.60x" in str(matched_load_scaling(a, busier, workers=2))
 
 
 # -- rendering ------------------------------------------------------------------------------------------
@@ -332,6 +350,20 @@ def test_rejudge_keeps_measurements_and_reapplies_rules() -> None:
     assert again["machine"]["load_average_after"] == doc["machine"]["load_average_after"]
     assert [t["verdict"] for t in again["targets"]] == [t["verdict"] for t in _document()["targets"]]
     assert "re-judged" in render_markdown(again)
+    named = rejudge(orjson.loads(orjson.dumps(_document() | {"name": "2026-01-01-evening"})))
+    assert named["name"] == "2026-01-01-evening"  # written back to its own file, not the date's
+
+
+def test_rejudge_command_rewrites_the_file_it_was_given(tmp_path: Path) -> None:
+    """`voicegw bench --rejudge F.json` rewrites F.json and F.md, never the date's results beside it."""
+    source = tmp_path / "evening.json"
+    source.write_bytes(orjson.dumps(_document()))  # an older file, whatever name it carries inside
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["bench", "--rejudge", str(source)])
+    assert args.func(args) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evening", "evening.json", "evening.md"]
+    assert "re-judged" in (tmp_path / "evening.md").read_text()
 
 
 def test_profile_summary() -> None:
