@@ -53,6 +53,7 @@ from loadtest.bench_results import (
     median_max_sustained,
     project_capacity,
     search_steps,
+    simulator_saturated,
     stopped_by,
 )
 from loadtest.carriers.plan import Credentials
@@ -339,23 +340,24 @@ class HoldSample:
     generator_wait_ms_per_s: float | None = None
     simulator_wait_ms_per_s: float | None = None
     steal_percent: float | None = None
+    simulator_lateness_p99_ms: float | None = None  # its event loop's lag (None: no simulator)
 
 
-async def sample_hold(
-    server_pids: tuple[int, ...], simulator_pid: int | None, start_in_s: float, length_s: float
-) -> HoldSample:
-    """CPU and waits over exactly the hold window (every call live), RSS at its end; /proc, server plus
-    children."""
+async def sample_hold(server: Server, start_in_s: float, length_s: float) -> HoldSample:
+    """CPU, waits and the simulator's lateness over exactly the hold window (every call live), RSS at its
+    end; /proc, server plus children."""
+    simulator_pid = server.simulator.pid if server.simulator is not None else None
     await asyncio.sleep(start_in_s)
-    server = ProcSampler(server_pids)
+    await _simulator_lateness(server.simulator_url)  # starts the window: what came before is dropped
+    cpu = ProcSampler(server.pids)
     generator = ProcSampler((os.getpid(),), include_children=False)
     simulator = ProcSampler((simulator_pid,)) if simulator_pid is not None else None
-    server_waits = WaitSampler(server_pids)
+    server_waits = WaitSampler(server.pids)
     generator_waits = WaitSampler((os.getpid(),), include_children=False)
     simulator_waits = WaitSampler((simulator_pid,)) if simulator_pid is not None else None
     steal = StealSampler(frozenset(range(os.cpu_count() or 1)))
     await asyncio.sleep(length_s)
-    s = server.sample()
+    s = cpu.sample()
     return HoldSample(
         s.cpu_percent,
         s.rss_mb,
@@ -365,7 +367,22 @@ async def sample_hold(
         generator_wait_ms_per_s=generator_waits.sample().main_ms_per_s,
         simulator_wait_ms_per_s=simulator_waits.sample().all_ms_per_s if simulator_waits else None,
         steal_percent=steal.sample(),
+        simulator_lateness_p99_ms=await _simulator_lateness(server.simulator_url),
     )
+
+
+async def _simulator_lateness(simulator_url: str | None) -> float | None:
+    """The relaying simulator's event-loop lag p99 since the previous ask (``GET /_sim/lag``)."""
+    if simulator_url is None:
+        return None
+    try:
+        async with aiohttp.ClientSession() as http, http.get(simulator_url + "/_sim/lag") as resp:
+            lag = await resp.json() if resp.status == 200 else {}
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        log.warning("simulator lateness unavailable: %s", exc)
+        return None
+    p99 = lag.get("p99_ms")
+    return float(p99) if p99 is not None else None
 
 
 def hold_window(ramp_s: float, duration_s: float) -> tuple[float, float]:
@@ -390,10 +407,15 @@ def step_record(
     step's concurrency; its whole-run p99s are kept beside the verdict."""
     report = run.in_window(*window)
     _, reasons, generator_late = judge(report, criteria)
+    simulator_late = simulator_saturated(
+        reasons, hold.simulator_lateness_p99_ms, criteria.max_generator_lateness_p99_ms
+    )
+    if simulator_late:
+        reasons += (f"simulator lateness p99 {hold.simulator_lateness_p99_ms:.1f} ms: simulator saturated",)
     lost_or_failed = report.return_ratio < criteria.min_return_ratio or bool(report.failed or report.refused)
     status = classify(
         reasons,
-        generator_late,
+        generator_late or simulator_late,
         hold.server_cpu_percent,
         server_cores,
         lost_or_failed=lost_or_failed,
@@ -421,6 +443,7 @@ def step_record(
         generator_wait_ms_per_s=hold.generator_wait_ms_per_s,
         simulator_wait_ms_per_s=hold.simulator_wait_ms_per_s,
         steal_percent=hold.steal_percent,
+        simulator_lateness_p99_ms=hold.simulator_lateness_p99_ms,
         failed_calls=report.failed,
         refused_calls=report.refused,
         top_errors=report.top_errors(3),
@@ -443,8 +466,7 @@ async def measure_step(
         gateway_pids=server.pids,
     )
     start, length = hold_window(opts.ramp_s, opts.duration_s)
-    sim_pid = server.simulator.pid if server.simulator is not None else None
-    hold = asyncio.get_running_loop().create_task(sample_hold(server.pids, sim_pid, start, length))
+    hold = asyncio.get_running_loop().create_task(sample_hold(server, start, length))
     report = await run_load(config)
     record = step_record(
         calls, report, await hold, idle_rss_mb, len(server.scenario.cores), criteria, (start, length)
@@ -884,9 +906,11 @@ def rejudge(doc: dict[str, Any]) -> dict[str, Any]:
                 fields = {k: v for k, v in raw.items() if k not in ("cpu_ms_per_call_s", "kb_per_call")}
                 fields["top_errors"] = [tuple(e) for e in fields["top_errors"]]
                 r = StepRecord(**fields)
+                limit = criteria.max_generator_lateness_p99_ms
                 r.status = classify(
                     r.reasons,
-                    r.lateness_p99_ms > criteria.max_generator_lateness_p99_ms,
+                    r.lateness_p99_ms > limit
+                    or simulator_saturated(r.reasons, r.simulator_lateness_p99_ms, limit),
                     r.server_cpu_percent,
                     len(by_key[key].cores),
                     lost_or_failed=r.return_ratio < min_ratio or bool(r.failed_calls or r.refused_calls),

@@ -25,6 +25,7 @@ _STEP_COLUMNS = (
     ("latency_max_ms", "max ms", "{:.1f}"),
     ("jitter_mean_ms", "jitter ms", "{:.2f}"),
     ("lateness_p99_ms", "gen. late p99 ms", "{:.1f}"),
+    ("simulator_lateness_p99_ms", "sim. late p99 ms", "{:.1f}"),
     ("server_cpu_percent", "server CPU %", "{:.0f}"),
     ("cpu_ms_per_call_s", "CPU ms/call-s", "{:.2f}"),
     ("server_rss_mb", "RSS MB", "{:.0f}"),
@@ -97,8 +98,11 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
         f"{doc['criteria']['max_p99_ms']:g} ms and no call fails; it is **generator-limited** when the "
         "generator's own lateness p99 exceeds "
         f"{doc['criteria']['max_generator_lateness_p99_ms']:g} ms while the server still had CPU to "
-        "spare (then the gateway was not shown to fail). The search goes on past generator-limited steps "
-        "while their CPU figures stay usable, and stops at a failed step; max sustained is the highest "
+        "spare (then the gateway was not shown to fail); likewise when a failing step had the relaying "
+        "simulator, on the generator's core, late by the same limit (its event loop's lag p99; a late "
+        "simulator delays the echo but does not lighten the load, so it never voids a sustained step). "
+        "The search goes on past generator-limited steps while their CPU figures stay usable, and "
+        "stops at a failed step; max sustained is the highest "
         "sustained step below the first failed one. CPU is sampled from /proc over "
         "the hold window (server process and its children), and added latency and generator lateness "
         "are judged over the same window (every call streaming; the ramp's set-up burst excluded, its "

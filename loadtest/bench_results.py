@@ -82,6 +82,8 @@ class StepRecord:
     generator_wait_ms_per_s: float | None = None
     simulator_wait_ms_per_s: float | None = None
     steal_percent: float | None = None
+    # The relaying simulator's event-loop lag p99 over the hold window (``providers/simulators/lag.py``).
+    simulator_lateness_p99_ms: float | None = None
 
     @property
     def cpu_ms_per_call_s(self) -> float:
@@ -121,6 +123,17 @@ def classify(
     if generator_late and not saturated:
         return "generator-limited"
     return "failed"
+
+
+def simulator_saturated(
+    reasons: Sequence[str], simulator_lateness_p99_ms: float | None, max_ms: float
+) -> bool:
+    """Whether a step that failed may have failed on the relaying simulator: its own event loop's lag
+    p99 above ``max_ms`` (the generator's lateness limit). Only a step failing on other grounds is
+    explained by it: a late simulator delays the echo (its delay counts in the added latency) but,
+    unlike a late generator, never lightens the load the gateway carried, so a step sustained
+    despite it stands."""
+    return bool(reasons) and simulator_lateness_p99_ms is not None and simulator_lateness_p99_ms > max_ms
 
 
 async def search_steps(
@@ -194,6 +207,7 @@ MEDIAN_FIGURES = (
 )
 # Medians over the runs that recorded them (older result files did not).
 OPTIONAL_MEDIAN_FIGURES = (
+    "simulator_lateness_p99_ms",
     "loop_wait_ms_per_s",
     "generator_wait_ms_per_s",
     "simulator_wait_ms_per_s",

@@ -3,7 +3,9 @@
 Each simulator (one module per provider) subclasses ``SimulatorServer`` and implements
 ``routes()``; the protocol logic lives in the subclass, exactly as the real provider speaks it.
 Tests flip ``faults`` at run time (also over HTTP: ``POST /_sim/faults`` with JSON) to make the
-simulator refuse, stall, drop, error or expire sessions.
+simulator refuse, stall, drop, error or expire sessions. ``GET /_sim/lag`` tells how late the
+simulator's own event loop ran since the previous ask, once ``watch_loop_lag()`` started the probe
+(the bench's relaying simulators).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from aiohttp import web
 
 from providers.base import AudioFormat
+from providers.simulators.lag import LoopLag
 
 
 @dataclass(slots=True)
@@ -58,6 +61,7 @@ class SimulatorServer(ABC):
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.port = 0
+        self.loop_lag: LoopLag | None = None
 
     @abstractmethod
     def routes(self) -> list[web.RouteDef]:
@@ -67,7 +71,13 @@ class SimulatorServer(ABC):
     def app(self) -> web.Application:
         app = web.Application()
         app.add_routes(self.routes())
-        app.add_routes([web.post("/_sim/faults", self._set_faults), web.get("/_sim/state", self._state)])
+        app.add_routes(
+            [
+                web.post("/_sim/faults", self._set_faults),
+                web.get("/_sim/state", self._state),
+                web.get("/_sim/lag", self._lag),
+            ]
+        )
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -99,6 +109,12 @@ class SimulatorServer(ABC):
             await self._runner.cleanup()
             self._runner = None
 
+    def watch_loop_lag(self) -> None:
+        """Starts measuring this simulator's own lateness (``GET /_sim/lag``)."""
+        if self.loop_lag is None:
+            self.loop_lag = LoopLag()
+            self.spawn(self.loop_lag.run())
+
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Background task tied to the simulator's lifetime (per session, never per frame)."""
         task = asyncio.get_running_loop().create_task(coro)
@@ -112,6 +128,11 @@ class SimulatorServer(ABC):
         except (KeyError, ValueError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(asdict(self.faults))
+
+    async def _lag(self, request: web.Request) -> web.Response:
+        if self.loop_lag is None:
+            return web.json_response({"error": "loop lag is not being measured"}, status=404)
+        return web.json_response(self.loop_lag.take())
 
     async def _state(self, request: web.Request) -> web.Response:
         return web.json_response(

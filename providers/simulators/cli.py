@@ -33,6 +33,8 @@ async def _run(name: str, host: str, port: int, relay: bool = False) -> None:
     if relay:
         sim.script.relay = True
     bound = await sim.start(host, port)
+    if relay:  # on the generator's core in `voicegw bench`, which judges whether it kept up
+        sim.watch_loop_lag()
     print(f"{name} simulator listening on {host}:{bound}", flush=True)
     try:
         await asyncio.Event().wait()

@@ -4,10 +4,12 @@ process pinning and clean-up, the webhook probe and the simulators' relay mode. 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import subprocess
 import sys
 import time
+from array import array
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,12 +27,14 @@ from loadtest.bench import (
     TARGET_B_P99_CALLS,
     TARGET_C_CALLS,
     BenchOptions,
+    HoldSample,
     ScenarioData,
     assemble,
     hold_window,
     measure_webhooks,
     rejudge,
     relay_tenant,
+    step_record,
     summarise_profile,
 )
 from loadtest.bench_procs import Processes
@@ -56,11 +60,13 @@ from loadtest.bench_results import (
     median_max_sustained,
     project_capacity,
     search_steps,
+    simulator_saturated,
     stopped_by,
 )
-from loadtest.carriers.plan import Credentials
+from loadtest.carriers.plan import CallResult, Credentials
 from loadtest.cli import _steps, register
-from loadtest.runner import Criteria
+from loadtest.runner import Criteria, LoadConfig, LoadReport, Timeline
+from loadtest.stats import Summary
 from providers.base import MULAW_8000, PCM16_16000
 from providers.deepgram.protocol import CONVERSE_PATH
 from providers.simulators.deepgram import DeepgramSimulator
@@ -459,6 +465,75 @@ async def test_relay_sends_each_caller_frame_straight_back() -> None:
     assert await _relay_round_trip({"encoding": "mulaw", "sample_rate": 8000}, frame) == frame
     pcm = bytes(640)
     assert await _relay_round_trip({"encoding": "linear16", "sample_rate": 16000}, pcm) == pcm
+
+
+async def test_simulator_reports_how_late_its_own_loop_ran() -> None:
+    """The relaying simulator's lateness (``GET /_sim/lag``): small while idle, a blocked loop shows,
+    and each read covers only the time since the previous one."""
+    sim = DeepgramSimulator()
+    await sim.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(sim.http_url + "/_sim/lag") as resp:
+                assert resp.status == 404  # not measured unless asked (the tests' scripted simulators)
+            sim.watch_loop_lag()
+            await asyncio.sleep(0.1)
+            time.sleep(0.06)  # noqa: ASYNC251 - blocks the loop on purpose: the next tick is ~60 ms late
+            await asyncio.sleep(0.05)
+            async with http.get(sim.http_url + "/_sim/lag") as resp:
+                blocked = await resp.json()
+            await asyncio.sleep(0.1)
+            async with http.get(sim.http_url + "/_sim/lag") as resp:
+                after = await resp.json()
+    finally:
+        await sim.stop()
+    assert blocked["count"] >= 10 and blocked["max_ms"] >= 50
+    assert after["count"] >= 5 and after["max_ms"] < 50  # the stall is not reported twice
+
+
+def _report(p99_ms: float) -> LoadReport:
+    """One call streaming 10 s with every frame on time and a constant added latency."""
+    config = LoadConfig(url="http://x", calls=1, credentials=Credentials(twilio_auth_token="t"))
+    call = CallResult(
+        carrier="twilio",
+        call_sid="CA1",
+        audio_s_sent=10.0,
+        audio_s_received=10.0,
+        media_started_at=0.0,
+        lateness_ms=array("f", [0.5] * 500),
+    )
+    return LoadReport(
+        config=config,
+        wall_s=10.0,
+        results=[call],
+        timeline=Timeline(),
+        latency=Summary(),
+        playout_latency=Summary(),
+        lateness=Summary(),
+        jitter_mean_ms=0.0,
+        jitter_max_ms=0.0,
+        latency_points=[(t / 10, p99_ms) for t in range(100)],
+    )
+
+
+def _hold(figures: dict[str, float]) -> dict[str, float]:
+    return {"server_rss_mb": 100.0, "generator_cpu_percent": 50.0, "simulator_cpu_percent": 30.0} | figures
+
+
+def test_a_late_simulator_explains_a_failure_but_never_voids_a_pass() -> None:
+    assert simulator_saturated(["p99 added latency 30 ms > 20 ms"], 8.0, 5.0)
+    assert not simulator_saturated([], 8.0, 5.0)  # sustained despite it: stands
+    assert not simulator_saturated(["p99"], 3.0, 5.0) and not simulator_saturated(["p99"], None, 5.0)
+    window = hold_window(2.0, 10.0)
+    late = {"simulator_lateness_p99_ms": 9.0, "server_cpu_percent": 70.0}
+    failing = step_record(300, _report(p99_ms=35.0), HoldSample(**_hold(late)), 80.0, 1, Criteria(), window)
+    assert failing.status == "generator-limited" and "simulator saturated" in failing.reasons[-1]
+    passing = step_record(300, _report(p99_ms=4.0), HoldSample(**_hold(late)), 80.0, 1, Criteria(), window)
+    assert passing.status == "sustained" and passing.simulator_lateness_p99_ms == 9.0
+    busy = _hold(late | {"server_cpu_percent": 95.0})
+    assert step_record(300, _report(p99_ms=35.0), HoldSample(**busy), 80.0, 1, Criteria(), window).status == (
+        "failed"  # a saturated server failed on its own, whoever else was late
+    )
 
 
 def test_convert_audio_changes_format_only_when_needed() -> None:
