@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway.carriers.base import CLOSE_START_TIMEOUT
 from gateway.config import Settings
+from gateway.loop_lag import watch_loop_lag
 from gateway.metrics import GatewayStats
 from gateway.recorder import CallRecorder, replay_spill_files
 from storage.billing import bill_failed_calls, bill_recovered_calls
@@ -209,7 +210,9 @@ def create_app(ctx: GatewayContext, *, include_internal: bool = True) -> web.App
 
     async def _start_background(app: web.Application) -> None:
         if not ctx._tasks:
-            ctx._tasks.append(asyncio.get_running_loop().create_task(ctx.watchdog()))
+            loop = asyncio.get_running_loop()
+            ctx._tasks.append(loop.create_task(ctx.watchdog()))
+            ctx._tasks.append(loop.create_task(watch_loop_lag(ctx.stats.loop_lag.observe)))
             ctx.selector.start()
 
     app.on_startup.append(_start_background)

@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Event-loop lag: a frame is 20 ms, so what matters is the few-millisecond range.
+LOOP_LAG_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
 
 @dataclass(slots=True)
@@ -60,6 +62,7 @@ class GatewayStats:
     failovers: Counter[str] = field(default_factory=Counter)
     provider_connect: dict[str, Histogram] = field(default_factory=dict)
     webhook_latency: Histogram = field(default_factory=Histogram)
+    loop_lag: Histogram = field(default_factory=lambda: Histogram(LOOP_LAG_BUCKETS_S))
 
     def observe_connect(self, provider: str, seconds: float) -> None:
         hist = self.provider_connect.get(provider)
@@ -102,6 +105,9 @@ class _Collector:
                 "voicegw_provider_connect_seconds", "Provider connect latency", {"provider": provider}
             )
         yield s.webhook_latency.family("voicegw_webhook_seconds", "Webhook handling time")
+        yield s.loop_lag.family(
+            "voicegw_event_loop_lag_seconds", "How late a 5 ms timer ran: every frame waits at least this"
+        )
         w = self.writer_stats()
         yield GaugeMetricFamily("voicegw_writer_queue_depth", "Rows waiting in the writer", value=w["depth"])
         yield GaugeMetricFamily(

@@ -34,6 +34,7 @@ import aiohttp
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.bench_procs import HOST, Child, Processes, free_port, run_checked, uvloop_argv, wait_http
 from loadtest.bench_results import (
@@ -49,6 +50,7 @@ from loadtest.bench_results import (
     classify,
     combine_runs,
     criteria_for_floor,
+    lag_p99_ms,
     max_sustained,
     median_max_sustained,
     project_capacity,
@@ -341,6 +343,7 @@ class HoldSample:
     simulator_wait_ms_per_s: float | None = None
     steal_percent: float | None = None
     simulator_lateness_p99_ms: float | None = None  # its event loop's lag (None: no simulator)
+    loop_lag_p99_ms: float | None = None  # the gateway's (None: several workers, or unreadable)
 
 
 async def sample_hold(server: Server, start_in_s: float, length_s: float) -> HoldSample:
@@ -349,6 +352,9 @@ async def sample_hold(server: Server, start_in_s: float, length_s: float) -> Hol
     simulator_pid = server.simulator.pid if server.simulator is not None else None
     await asyncio.sleep(start_in_s)
     await _simulator_lateness(server.simulator_url)  # starts the window: what came before is dropped
+    # /metrics answers from whichever worker the kernel picks, so one worker's figure is not the server's.
+    one_process = server.scenario.server == "gateway" and server.scenario.workers == 1
+    lag_before = await _gateway_loop_lag(server.url) if one_process else None
     cpu = ProcSampler(server.pids)
     generator = ProcSampler((os.getpid(),), include_children=False)
     simulator = ProcSampler((simulator_pid,)) if simulator_pid is not None else None
@@ -368,7 +374,29 @@ async def sample_hold(server: Server, start_in_s: float, length_s: float) -> Hol
         simulator_wait_ms_per_s=simulator_waits.sample().all_ms_per_s if simulator_waits else None,
         steal_percent=steal.sample(),
         simulator_lateness_p99_ms=await _simulator_lateness(server.simulator_url),
+        loop_lag_p99_ms=_lag_since(lag_before, await _gateway_loop_lag(server.url) if one_process else None),
     )
+
+
+async def _gateway_loop_lag(url: str) -> dict[float, float] | None:
+    """The gateway's ``voicegw_event_loop_lag_seconds`` buckets (upper bound -> cumulative count)."""
+    try:
+        async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as resp:
+            text = await resp.text()
+    except (aiohttp.ClientError, OSError) as exc:
+        log.warning("gateway loop lag unavailable: %s", exc)
+        return None
+    buckets = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "voicegw_event_loop_lag_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    buckets[float(sample.labels["le"])] = sample.value
+    return buckets or None
+
+
+def _lag_since(before: dict[float, float] | None, after: dict[float, float] | None) -> float | None:
+    return lag_p99_ms(before, after) if before is not None and after is not None else None
 
 
 async def _simulator_lateness(simulator_url: str | None) -> float | None:
@@ -444,6 +472,7 @@ def step_record(
         simulator_wait_ms_per_s=hold.simulator_wait_ms_per_s,
         steal_percent=hold.steal_percent,
         simulator_lateness_p99_ms=hold.simulator_lateness_p99_ms,
+        loop_lag_p99_ms=hold.loop_lag_p99_ms,
         failed_calls=report.failed,
         refused_calls=report.refused,
         top_errors=report.top_errors(3),

@@ -26,6 +26,7 @@ _STEP_COLUMNS = (
     ("jitter_mean_ms", "jitter ms", "{:.2f}"),
     ("lateness_p99_ms", "gen. late p99 ms", "{:.1f}"),
     ("simulator_lateness_p99_ms", "sim. late p99 ms", "{:.1f}"),
+    ("loop_lag_p99_ms", "loop lag p99 <= ms", "{:g}"),
     ("server_cpu_percent", "server CPU %", "{:.0f}"),
     ("cpu_ms_per_call_s", "CPU ms/call-s", "{:.2f}"),
     ("server_rss_mb", "RSS MB", "{:.0f}"),
@@ -51,8 +52,9 @@ def _cell(fmt: str, value: Any) -> str:
 
 
 def _waits(step: dict[str, Any]) -> str:
-    """What the cores did meanwhile, where recorded: who waited for a core, and the hypervisor's steal."""
-    parts = [
+    """What the cores did meanwhile, where recorded: who waited for a core, how late the gateway's loop
+    ran, and the hypervisor's steal."""
+    waits = [
         f"{label} {step[key]:.0f}"
         for key, label in (
             ("loop_wait_ms_per_s", "gateway loop"),
@@ -61,10 +63,12 @@ def _waits(step: dict[str, Any]) -> str:
         )
         if step.get(key) is not None
     ]
-    if not parts:
-        return ""
-    steal = f", steal {step['steal_percent']:.1f} %" if step.get("steal_percent") is not None else ""
-    return " (waited for a core, ms/s: " + ", ".join(parts) + steal + ")"
+    parts = ["waited for a core, ms/s: " + ", ".join(waits)] if waits else []
+    if step.get("loop_lag_p99_ms") is not None:
+        parts.append(f"gateway loop lag p99 <= {step['loop_lag_p99_ms']:g} ms")
+    if step.get("steal_percent") is not None:
+        parts.append(f"steal {step['steal_percent']:.1f} %")
+    return " (" + "; ".join(parts) + ")" if parts else ""
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -110,8 +114,10 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
         "KB/call = (RSS - idle RSS) / calls. Wait ms/s is run-queue wait over the hold window "
         "(/proc/<pid>/task/<tid>/schedstat): how long per second the server's event loop, the "
         "generator's loop or the simulator's threads were ready to run but had no core; the simulator "
-        "shares the generator's core, and its delays count as added latency. Steal % is the share of "
-        "every core's time the hypervisor gave to someone else.",
+        "shares the generator's core, and its delays count as added latency. Loop lag p99 is how late the "
+        "gateway's own 5 ms timer ran (voicegw_event_loop_lag_seconds, a bucket's upper bound; one worker "
+        "only): every frame waited at least that long in the gateway. Steal % is the share of every "
+        "core's time the hypervisor gave to someone else.",
         "",
         "## Targets",
         "",

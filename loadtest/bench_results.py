@@ -82,8 +82,10 @@ class StepRecord:
     generator_wait_ms_per_s: float | None = None
     simulator_wait_ms_per_s: float | None = None
     steal_percent: float | None = None
-    # The relaying simulator's event-loop lag p99 over the hold window (``providers/simulators/lag.py``).
+    # The relaying simulator's event-loop lag p99 over the hold window (``providers/simulators/lag.py``),
+    # and the gateway's (``voicegw_event_loop_lag_seconds``: a bucket's upper bound; one worker only).
     simulator_lateness_p99_ms: float | None = None
+    loop_lag_p99_ms: float | None = None
 
     @property
     def cpu_ms_per_call_s(self) -> float:
@@ -134,6 +136,19 @@ def simulator_saturated(
     unlike a late generator, never lightens the load the gateway carried, so a step sustained
     despite it stands."""
     return bool(reasons) and simulator_lateness_p99_ms is not None and simulator_lateness_p99_ms > max_ms
+
+
+def lag_p99_ms(before: dict[float, float], after: dict[float, float]) -> float | None:
+    """The p99 of what a cumulative histogram (bucket upper bound in seconds -> count) gained between two
+    scrapes, as the upper bound of the bucket it falls in (ms; None: no ticks, or beyond the last bound)."""
+    bounds = sorted(after)
+    gained = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not gained or gained[-1] <= 0:
+        return None
+    for bound, count in zip(bounds, gained, strict=True):
+        if count >= 0.99 * gained[-1]:
+            return None if bound == float("inf") else bound * 1000.0
+    return None
 
 
 async def search_steps(
@@ -208,6 +223,7 @@ MEDIAN_FIGURES = (
 # Medians over the runs that recorded them (older result files did not).
 OPTIONAL_MEDIAN_FIGURES = (
     "simulator_lateness_p99_ms",
+    "loop_lag_p99_ms",
     "loop_wait_ms_per_s",
     "generator_wait_ms_per_s",
     "simulator_wait_ms_per_s",

@@ -2,39 +2,30 @@
 
 ``voicegw bench`` puts a relaying simulator on the load generator's core. When that core is
 overloaded the simulator answers late, and the delay reaches the caller's side as added latency
-that the gateway did not cause. A timer on an absolute schedule measures it: any frame that
-arrived meanwhile waited at least as long as the timer was late.
+that the gateway did not cause. ``gateway.loop_lag`` measures it; this keeps the ticks between two
+reads, for an exact p99 over the bench's hold window.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 from typing import Any
 
 import numpy as np
 
-INTERVAL_S = 0.005
+from gateway.loop_lag import watch_loop_lag
+
 KEPT = 65_536  # samples between two reads (5.5 minutes at 200 a second); older ones drop
 
 
 class LoopLag:
-    """``run()`` ticks every ``INTERVAL_S`` on an absolute schedule and keeps how late each tick was;
-    ``take()`` summarises the ticks since the previous ``take()``."""
+    """``run()`` keeps how late each tick was; ``take()`` summarises the ticks since the previous one."""
 
     def __init__(self) -> None:
         self._late_ms: collections.deque[float] = collections.deque(maxlen=KEPT)
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        due = loop.time()
-        while True:
-            due += INTERVAL_S
-            await asyncio.sleep(max(0.0, due - loop.time()))
-            now = loop.time()
-            self._late_ms.append((now - due) * 1000.0)
-            if now - due > INTERVAL_S:
-                due = now  # after a stall the next tick is one interval on, not a burst of catch-up ticks
+        await watch_loop_lag(lambda late_s: self._late_ms.append(late_s * 1000.0))
 
     def take(self) -> dict[str, Any]:
         late = np.fromiter(self._late_ms, dtype=np.float64, count=len(self._late_ms))

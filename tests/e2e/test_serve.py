@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.carriers.call import place_call
 from loadtest.carriers.plan import CallPlan, Credentials
@@ -121,8 +122,13 @@ async def test_health_ready_metrics(served: ServeProcess) -> None:
             "voicegw_provider_connect_seconds_bucket",
             "voicegw_writer_queue_depth",
             "voicegw_frames_dropped_total",
+            "voicegw_event_loop_lag_seconds_bucket",
         ):
             assert name in text, name
+        # The loop-lag timer has been ticking (200 a second) for as long as the call lasted.
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        lag = families["voicegw_event_loop_lag_seconds"].samples
+        assert next(s.value for s in lag if s.name.endswith("_count")) >= 100
         async with http.get(served.url + "/health/providers") as resp:
             board = await resp.json()
         assert "echo" in board["providers"]

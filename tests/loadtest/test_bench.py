@@ -55,6 +55,7 @@ from loadtest.bench_results import (
     cpu_per_call_at,
     cpu_usable,
     criteria_for_floor,
+    lag_p99_ms,
     matched_load_scaling,
     max_sustained,
     median_max_sustained,
@@ -338,7 +339,7 @@ def test_document_and_markdown(tmp_path: Path) -> None:
     assert "`send`" in md and "(2026-01-01/latency_p99.png)" in md
     assert "| 1 | baseline |" in md
     assert "| loop wait ms/s |" in md and "| 250 | 0.4 |" in md  # recorded waits and steal
-    assert "(waited for a core, ms/s: gateway loop 12, simulator 250, steal 0.4 %)" in md
+    assert "(waited for a core, ms/s: gateway loop 12, simulator 250; steal 0.4 %)" in md
 
     path = write_results(doc, tmp_path)
     assert path.name.endswith(".md") and (tmp_path / f"{doc['date']}.json").exists()
@@ -518,6 +519,16 @@ def _report(p99_ms: float) -> LoadReport:
 
 def _hold(figures: dict[str, float]) -> dict[str, float]:
     return {"server_rss_mb": 100.0, "generator_cpu_percent": 50.0, "simulator_cpu_percent": 30.0} | figures
+
+
+def test_loop_lag_p99_is_read_from_what_the_histogram_gained() -> None:
+    inf = float("inf")
+    before = {0.001: 90.0, 0.005: 100.0, 0.02: 100.0, inf: 100.0}
+    after = {0.001: 1000.0, 0.005: 2085.0, 0.02: 2100.0, inf: 2100.0}  # 2000 new ticks, 15 over 5 ms
+    assert lag_p99_ms(before, after) == 5.0
+    assert lag_p99_ms(before, after | {0.005: 2000.0}) == 20.0  # 100 over 5 ms: p99 in the next bucket
+    assert lag_p99_ms(after, after) is None  # no ticks in the window
+    assert lag_p99_ms({}, {0.001: 0.0, inf: 100.0}) is None  # beyond the last bound: unknown
 
 
 def test_a_late_simulator_explains_a_failure_but_never_voids_a_pass() -> None:
