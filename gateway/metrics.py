@@ -36,14 +36,19 @@ class Histogram:
         self.total += value
         self.n += 1
 
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, observations up to it), ending with (inf, all): Prometheus's bucket form."""
+        out, acc = [], 0
+        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            acc += count
+            out.append((bound, acc))
+        return out
+
     def family(self, name: str, doc: str, labels: dict[str, str] | None = None) -> HistogramMetricFamily:
         labels = labels or {}
         fam = HistogramMetricFamily(name, doc, labels=list(labels))
-        cumulative, acc = [], 0
-        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
-            acc += count
-            cumulative.append((str(bound) if bound != float("inf") else "+Inf", acc))
-        fam.add_metric(list(labels.values()), cumulative, self.total)
+        buckets = [(str(b) if b != float("inf") else "+Inf", n) for b, n in self.cumulative()]
+        fam.add_metric(list(labels.values()), buckets, self.total)
         return fam
 
 

@@ -342,19 +342,22 @@ class HoldSample:
     generator_wait_ms_per_s: float | None = None
     simulator_wait_ms_per_s: float | None = None
     steal_percent: float | None = None
-    simulator_lateness_p99_ms: float | None = None  # its event loop's lag (None: no simulator)
-    loop_lag_p99_ms: float | None = None  # the gateway's (None: several workers, or unreadable)
+    # How late the event loops ran, p99 as a bucket's upper bound: the relaying simulator's (None: no
+    # simulator) and the gateway's (None: several workers, or unreadable).
+    simulator_lateness_p99_ms: float | None = None
+    loop_lag_p99_ms: float | None = None
 
 
 async def sample_hold(server: Server, start_in_s: float, length_s: float) -> HoldSample:
-    """CPU, waits and the simulator's lateness over exactly the hold window (every call live), RSS at its
+    """CPU, waits and how late each loop ran over exactly the hold window (every call live), RSS at its
     end; /proc, server plus children."""
     simulator_pid = server.simulator.pid if server.simulator is not None else None
-    await asyncio.sleep(start_in_s)
-    await _simulator_lateness(server.simulator_url)  # starts the window: what came before is dropped
     # /metrics answers from whichever worker the kernel picks, so one worker's figure is not the server's.
     one_process = server.scenario.server == "gateway" and server.scenario.workers == 1
-    lag_before = await _gateway_loop_lag(server.url) if one_process else None
+    gateway_lag_url = server.url + "/metrics" if one_process else None
+    simulator_lag_url = server.simulator_url + "/_sim/lag" if server.simulator_url else None
+    await asyncio.sleep(start_in_s)
+    gateway_lag, simulator_lag = await _loop_lag(gateway_lag_url), await _loop_lag(simulator_lag_url)
     cpu = ProcSampler(server.pids)
     generator = ProcSampler((os.getpid(),), include_children=False)
     simulator = ProcSampler((simulator_pid,)) if simulator_pid is not None else None
@@ -373,44 +376,37 @@ async def sample_hold(server: Server, start_in_s: float, length_s: float) -> Hol
         generator_wait_ms_per_s=generator_waits.sample().main_ms_per_s,
         simulator_wait_ms_per_s=simulator_waits.sample().all_ms_per_s if simulator_waits else None,
         steal_percent=steal.sample(),
-        simulator_lateness_p99_ms=await _simulator_lateness(server.simulator_url),
-        loop_lag_p99_ms=_lag_since(lag_before, await _gateway_loop_lag(server.url) if one_process else None),
+        simulator_lateness_p99_ms=_lag_since(simulator_lag, await _loop_lag(simulator_lag_url)),
+        loop_lag_p99_ms=_lag_since(gateway_lag, await _loop_lag(gateway_lag_url)),
     )
 
 
-async def _gateway_loop_lag(url: str) -> dict[float, float] | None:
-    """The gateway's ``voicegw_event_loop_lag_seconds`` buckets (upper bound -> cumulative count)."""
-    try:
-        async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as resp:
-            text = await resp.text()
-    except (aiohttp.ClientError, OSError) as exc:
-        log.warning("gateway loop lag unavailable: %s", exc)
+async def _loop_lag(url: str | None) -> dict[float, float] | None:
+    """A loop-lag histogram's cumulative buckets (upper bound in s -> count): the gateway's
+    ``voicegw_event_loop_lag_seconds`` from ``/metrics``, or a relaying simulator's ``/_sim/lag``."""
+    if url is None:
         return None
-    buckets = {}
-    for family in text_string_to_metric_families(text):
-        if family.name == "voicegw_event_loop_lag_seconds":
-            for sample in family.samples:
-                if sample.name.endswith("_bucket"):
-                    buckets[float(sample.labels["le"])] = sample.value
-    return buckets or None
+    try:
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            body = await resp.text() if resp.status == 200 else ""
+    except (aiohttp.ClientError, OSError) as exc:
+        log.warning("loop lag unavailable from %s: %s", url, exc)
+        return None
+    if not body:
+        return None
+    if url.endswith("/_sim/lag"):
+        return {float(bound): float(count) for bound, count in orjson.loads(body)["buckets"]}
+    return {
+        float(sample.labels["le"]): sample.value
+        for family in text_string_to_metric_families(body)
+        if family.name == "voicegw_event_loop_lag_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_bucket")
+    } or None
 
 
 def _lag_since(before: dict[float, float] | None, after: dict[float, float] | None) -> float | None:
     return lag_p99_ms(before, after) if before is not None and after is not None else None
-
-
-async def _simulator_lateness(simulator_url: str | None) -> float | None:
-    """The relaying simulator's event-loop lag p99 since the previous ask (``GET /_sim/lag``)."""
-    if simulator_url is None:
-        return None
-    try:
-        async with aiohttp.ClientSession() as http, http.get(simulator_url + "/_sim/lag") as resp:
-            lag = await resp.json() if resp.status == 200 else {}
-    except (aiohttp.ClientError, OSError, ValueError) as exc:
-        log.warning("simulator lateness unavailable: %s", exc)
-        return None
-    p99 = lag.get("p99_ms")
-    return float(p99) if p99 is not None else None
 
 
 def hold_window(ramp_s: float, duration_s: float) -> tuple[float, float]:
@@ -439,7 +435,8 @@ def step_record(
         reasons, hold.simulator_lateness_p99_ms, criteria.max_generator_lateness_p99_ms
     )
     if simulator_late:
-        reasons += (f"simulator lateness p99 {hold.simulator_lateness_p99_ms:.1f} ms: simulator saturated",)
+        late, limit = hold.simulator_lateness_p99_ms, criteria.max_generator_lateness_p99_ms
+        reasons += (f"simulator lateness p99 <= {late:g} ms (over {limit:g}): simulator saturated",)
     lost_or_failed = report.return_ratio < criteria.min_return_ratio or bool(report.failed or report.refused)
     status = classify(
         reasons,

@@ -82,8 +82,9 @@ class StepRecord:
     generator_wait_ms_per_s: float | None = None
     simulator_wait_ms_per_s: float | None = None
     steal_percent: float | None = None
-    # The relaying simulator's event-loop lag p99 over the hold window (``providers/simulators/lag.py``),
-    # and the gateway's (``voicegw_event_loop_lag_seconds``: a bucket's upper bound; one worker only).
+    # Event-loop lag p99 over the hold window, a histogram bucket's upper bound (``gateway/loop_lag.py``):
+    # the relaying simulator's (``GET /_sim/lag``) and the gateway's (``voicegw_event_loop_lag_seconds``,
+    # one worker only).
     simulator_lateness_p99_ms: float | None = None
     loop_lag_p99_ms: float | None = None
 

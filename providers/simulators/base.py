@@ -4,8 +4,9 @@ Each simulator (one module per provider) subclasses ``SimulatorServer`` and impl
 ``routes()``; the protocol logic lives in the subclass, exactly as the real provider speaks it.
 Tests flip ``faults`` at run time (also over HTTP: ``POST /_sim/faults`` with JSON) to make the
 simulator refuse, stall, drop, error or expire sessions. ``GET /_sim/lag`` tells how late the
-simulator's own event loop ran since the previous ask, once ``watch_loop_lag()`` started the probe
-(the bench's relaying simulators).
+simulator's own event loop has run (cumulative histogram buckets, like the gateway's
+``voicegw_event_loop_lag_seconds``), once ``watch_loop_lag()`` started the probe (the bench's
+relaying simulators, on the load generator's core).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from gateway.loop_lag import watch_loop_lag
+from gateway.metrics import LOOP_LAG_BUCKETS_S, Histogram
 from providers.base import AudioFormat
-from providers.simulators.lag import LoopLag
 
 
 @dataclass(slots=True)
@@ -61,7 +63,7 @@ class SimulatorServer(ABC):
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.port = 0
-        self.loop_lag: LoopLag | None = None
+        self.loop_lag: Histogram | None = None
 
     @abstractmethod
     def routes(self) -> list[web.RouteDef]:
@@ -112,8 +114,8 @@ class SimulatorServer(ABC):
     def watch_loop_lag(self) -> None:
         """Starts measuring this simulator's own lateness (``GET /_sim/lag``)."""
         if self.loop_lag is None:
-            self.loop_lag = LoopLag()
-            self.spawn(self.loop_lag.run())
+            self.loop_lag = Histogram(LOOP_LAG_BUCKETS_S)
+            self.spawn(watch_loop_lag(self.loop_lag.observe))
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Background task tied to the simulator's lifetime (per session, never per frame)."""
@@ -132,7 +134,9 @@ class SimulatorServer(ABC):
     async def _lag(self, request: web.Request) -> web.Response:
         if self.loop_lag is None:
             return web.json_response({"error": "loop lag is not being measured"}, status=404)
-        return web.json_response(self.loop_lag.take())
+        # JSON has no infinity: the last bucket's bound is "+Inf", as Prometheus writes it.
+        buckets = [["+Inf" if b == float("inf") else b, n] for b, n in self.loop_lag.cumulative()]
+        return web.json_response({"buckets": buckets})
 
     async def _state(self, request: web.Request) -> web.Response:
         return web.json_response(
