@@ -87,6 +87,12 @@ async def _prepare(settings: Settings, demo: bool) -> None:
 async def _serve(settings: Settings, demo: bool, reuse_port: bool, recover_calls: bool = True) -> None:
     from gateway.app import close_context, create_app, drain, internal_app, open_context
 
+    # asyncio.to_thread work (the recorder's start-up replay, in open_context) runs here: named, like
+    # every thread of ours, so `top -H` and /proc/<pid>/task/*/comm say whose they are (uvloop's name
+    # lookups run on libuv's own, already named "libuv-worker").
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(thread_name_prefix="voicegw-io", initializer=setthreadtitle, initargs=("vgw-io",))
+    )
     ctx = await open_context(settings, demo=demo, recover_calls=recover_calls)
     app = create_app(ctx, include_internal=settings.internal_port is None)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -109,12 +115,6 @@ async def _serve(settings: Settings, demo: bool, reuse_port: bool, recover_calls
     _freeze_startup_objects()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    # asyncio.to_thread work (the recorder's start-up replay) runs here: named, like every thread of
-    # ours, so `top -H` and /proc/<pid>/task/*/comm say whose they are (uvloop's name lookups run on
-    # libuv's own, already named "libuv-worker").
-    loop.set_default_executor(
-        ThreadPoolExecutor(thread_name_prefix="voicegw-io", initializer=setthreadtitle, initargs=("vgw-io",))
-    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
