@@ -60,7 +60,7 @@ from loadtest.bench_results import (
 )
 from loadtest.carriers.plan import Credentials
 from loadtest.carriers.signing import twilio_signature
-from loadtest.procstat import ProcSampler, StealSampler, WaitSampler
+from loadtest.procstat import ProcSampler, StealSampler
 from loadtest.runner import Criteria, LoadConfig, LoadReport, judge, run_load
 from loadtest.stats import Summary
 
@@ -358,23 +358,21 @@ async def sample_hold(server: Server, start_in_s: float, length_s: float) -> Hol
     simulator_lag_url = server.simulator_url + "/_sim/lag" if server.simulator_url else None
     await asyncio.sleep(start_in_s)
     gateway_lag, simulator_lag = await _loop_lag(gateway_lag_url), await _loop_lag(simulator_lag_url)
-    cpu = ProcSampler(server.pids)
-    generator = ProcSampler((os.getpid(),), include_children=False)
-    simulator = ProcSampler((simulator_pid,)) if simulator_pid is not None else None
-    server_waits = WaitSampler(server.pids)
-    generator_waits = WaitSampler((os.getpid(),), include_children=False)
-    simulator_waits = WaitSampler((simulator_pid,)) if simulator_pid is not None else None
+    server_sampler = ProcSampler(server.pids)
+    generator_sampler = ProcSampler((os.getpid(),), include_children=False)
+    simulator_sampler = ProcSampler((simulator_pid,)) if simulator_pid is not None else None
     steal = StealSampler(frozenset(range(os.cpu_count() or 1)))
     await asyncio.sleep(length_s)
-    s = cpu.sample()
+    s, g = server_sampler.sample(), generator_sampler.sample()
+    sim = simulator_sampler.sample() if simulator_sampler is not None else None
     return HoldSample(
         s.cpu_percent,
         s.rss_mb,
-        generator.sample().cpu_percent,
-        simulator.sample().cpu_percent if simulator is not None else 0.0,
-        loop_wait_ms_per_s=server_waits.sample().main_ms_per_s,
-        generator_wait_ms_per_s=generator_waits.sample().main_ms_per_s,
-        simulator_wait_ms_per_s=simulator_waits.sample().all_ms_per_s if simulator_waits else None,
+        g.cpu_percent,
+        sim.cpu_percent if sim is not None else 0.0,
+        loop_wait_ms_per_s=s.main_wait_ms_per_s,
+        generator_wait_ms_per_s=g.main_wait_ms_per_s,
+        simulator_wait_ms_per_s=sim.all_wait_ms_per_s if sim is not None else None,
         steal_percent=steal.sample(),
         simulator_lateness_p99_ms=_lag_since(simulator_lag, await _loop_lag(simulator_lag_url)),
         loop_lag_p99_ms=_lag_since(gateway_lag, await _loop_lag(gateway_lag_url)),

@@ -12,8 +12,15 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 @dataclass(frozen=True)
 class ProcSample:
+    """Since the previous sample: CPU % (of one core) and run-queue wait in ms per second of wall time,
+    how long threads were ready to run but had no core (``main`` counts each process's main thread: the
+    event loop in the gateway, the generator and the simulators; ``all`` every thread; None where the
+    kernel keeps no schedstat). RSS is the current one."""
+
     cpu_percent: float
     rss_mb: float
+    main_wait_ms_per_s: float | None = None
+    all_wait_ms_per_s: float | None = None
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -54,52 +61,6 @@ def _with_children(pids: tuple[int, ...], include_children: bool) -> list[int]:
     return out
 
 
-class ProcSampler:
-    """``sample()`` gives the CPU % used since the previous sample and the current RSS, summed over
-    ``pids`` and their direct children (re-discovered each time, so workers forked later count).
-
-    CPU % is of one core (two busy cores read 200 %). A vanished process reads as zero.
-    """
-
-    def __init__(self, pids: tuple[int, ...], include_children: bool = True) -> None:
-        self.pids = pids
-        self._include_children = include_children
-        self._last_wall = time.monotonic()
-        self._last_cpu = self._cpu_by_pid()
-
-    def _cpu_by_pid(self) -> dict[int, float]:
-        out = {}
-        for pid in _with_children(self.pids, self._include_children):
-            cpu = _cpu_seconds(pid)
-            if cpu is not None:
-                out[pid] = cpu
-        return out
-
-    def sample(self) -> ProcSample:
-        now = time.monotonic()
-        cpu = self._cpu_by_pid()
-        # A process first seen now started after the previous sample: all its CPU time is new.
-        used = sum(value - self._last_cpu.get(pid, 0.0) for pid, value in cpu.items())
-        elapsed = now - self._last_wall
-        self._last_wall, self._last_cpu = now, cpu
-        percent = 100.0 * used / elapsed if elapsed > 0 else 0.0
-        rss_mb = sum(_rss_kb(pid) for pid in cpu) / 1024
-        return ProcSample(percent, rss_mb)
-
-
-# -- waiting for a core --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WaitSample:
-    """Run-queue wait over the interval, in ms per second of wall time: how long threads were ready to
-    run but had no core. ``main`` counts each process's main thread (the event loop in the gateway, the
-    generator and the simulators), ``all`` every thread. None where the kernel keeps no schedstat."""
-
-    main_ms_per_s: float | None
-    all_ms_per_s: float | None
-
-
 def _waits_ns(pid: int) -> tuple[int, int] | None:
     """(main thread's, all threads') cumulative run-queue wait in ns: field 2 of
     ``/proc/<pid>/task/<tid>/schedstat`` (time on CPU, time waiting on a run queue, timeslices)."""
@@ -122,37 +83,54 @@ def _waits_ns(pid: int) -> tuple[int, int] | None:
     return (main, total) if seen else None
 
 
-class WaitSampler:
-    """``sample()`` gives the run-queue wait since the previous sample of ``pids`` (and their direct
-    children). Why it matters here: a process pinned beside another busy one (the simulator beside the
-    generator, the gateway's loop beside its storage threads) delays audio by exactly this, yet its CPU %
-    looks modest."""
+class ProcSampler:
+    """``sample()`` gives the CPU % used and the run-queue wait since the previous sample, and the
+    current RSS, summed over ``pids`` and their direct children (re-discovered each time, so workers
+    forked later count).
+
+    CPU % is of one core (two busy cores read 200 %). A vanished process reads as zero. Why the wait
+    matters: a process pinned beside another busy one (the simulator beside the generator, the gateway's
+    loop beside its storage threads) delays audio by exactly this, yet its CPU % looks modest.
+    """
 
     def __init__(self, pids: tuple[int, ...], include_children: bool = True) -> None:
         self.pids = pids
         self._include_children = include_children
         self._last_wall = time.monotonic()
-        self._last = self._by_pid()
+        self._last_cpu, self._last_waits = self._read()
 
-    def _by_pid(self) -> dict[int, tuple[int, int]]:
-        out = {}
+    def _read(self) -> tuple[dict[int, float], dict[int, tuple[int, int]]]:
+        cpu, waits = {}, {}
         for pid in _with_children(self.pids, self._include_children):
-            waits = _waits_ns(pid)
-            if waits is not None:
-                out[pid] = waits
-        return out
+            seconds = _cpu_seconds(pid)
+            if seconds is None:
+                continue
+            cpu[pid] = seconds
+            waited = _waits_ns(pid)
+            if waited is not None:
+                waits[pid] = waited
+        return cpu, waits
 
-    def sample(self) -> WaitSample:
+    def sample(self) -> ProcSample:
         now = time.monotonic()
-        cur = self._by_pid()
+        cpu, waits = self._read()
         elapsed = now - self._last_wall
-        self._last_wall, last, self._last = now, self._last, cur
-        if not cur or elapsed <= 0:
-            return WaitSample(None, None)
-        zero = (0, 0)
-        main = sum(w[0] - last.get(pid, zero)[0] for pid, w in cur.items())
-        total = sum(w[1] - last.get(pid, zero)[1] for pid, w in cur.items())
-        return WaitSample(main / 1e6 / elapsed, total / 1e6 / elapsed)
+        last_cpu, last_waits = self._last_cpu, self._last_waits
+        self._last_wall, self._last_cpu, self._last_waits = now, cpu, waits
+        if elapsed <= 0:
+            return ProcSample(0.0, sum(_rss_kb(pid) for pid in cpu) / 1024)
+        # A process first seen now started after the previous sample: all its CPU time and waits are new.
+        used = sum(value - last_cpu.get(pid, 0.0) for pid, value in cpu.items())
+        main_wait = all_wait = None
+        if waits:
+            zero = (0, 0)
+            main_wait = sum(w[0] - last_waits.get(pid, zero)[0] for pid, w in waits.items()) / 1e6 / elapsed
+            all_wait = sum(w[1] - last_waits.get(pid, zero)[1] for pid, w in waits.items()) / 1e6 / elapsed
+        rss_mb = sum(_rss_kb(pid) for pid in cpu) / 1024
+        return ProcSample(100.0 * used / elapsed, rss_mb, main_wait, all_wait)
+
+
+# -- host steal -----------------------------------------------------------------------------------------
 
 
 def _core_times(cores: frozenset[int]) -> tuple[int, int] | None:

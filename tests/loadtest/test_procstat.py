@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from loadtest.procstat import ProcSampler, StealSampler, WaitSampler
+from loadtest.procstat import ProcSampler, StealSampler
 
 SPIN = "import time\\nend = time.time() + 2\\nwhile time.time() < end: pass"
 BUSY_PARENT = f"""
@@ -53,16 +53,16 @@ def test_waits_show_two_processes_sharing_one_core() -> None:
     procs = [subprocess.Popen(spin, preexec_fn=lambda: os.sched_setaffinity(0, {core})) for _ in range(2)]
     try:
         time.sleep(0.2)
-        sampler = WaitSampler((procs[0].pid,))
+        sampler = ProcSampler((procs[0].pid,))
         time.sleep(0.8)
         shared = sampler.sample()
     finally:
         for p in procs:
             p.kill()
             p.wait()
-    assert shared.main_ms_per_s is not None and shared.all_ms_per_s is not None
+    assert shared.main_wait_ms_per_s is not None and shared.all_wait_ms_per_s is not None
     # Loose (the machine may be shared): waiting a fair share of each second, never more than all of it.
-    assert 150 < shared.main_ms_per_s <= shared.all_ms_per_s < 1100
+    assert 150 < shared.main_wait_ms_per_s <= shared.all_wait_ms_per_s < 1100
 
 
 def test_steal_is_a_share_or_unknown() -> None:
