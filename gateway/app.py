@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway.carriers.base import CLOSE_START_TIMEOUT
 from gateway.config import Settings
+from gateway.gc_pauses import watch_gc_pauses
 from gateway.loop_lag import watch_loop_lag
 from gateway.metrics import GatewayStats
 from gateway.recorder import CallRecorder, replay_spill_files
@@ -213,6 +214,7 @@ def create_app(ctx: GatewayContext, *, include_internal: bool = True) -> web.App
             loop = asyncio.get_running_loop()
             ctx._tasks.append(loop.create_task(ctx.watchdog()))
             ctx._tasks.append(loop.create_task(watch_loop_lag(ctx.stats.loop_lag.observe)))
+            ctx._tasks.append(loop.create_task(watch_gc_pauses(ctx.stats.observe_gc_pause)))
             ctx.selector.start()
 
     app.on_startup.append(_start_background)

@@ -68,12 +68,19 @@ class GatewayStats:
     provider_connect: dict[str, Histogram] = field(default_factory=dict)
     webhook_latency: Histogram = field(default_factory=Histogram)
     loop_lag: Histogram = field(default_factory=lambda: Histogram(LOOP_LAG_BUCKETS_S))
+    # One per collector generation (0, 1, 2): a pause stops the loop, so the loop-lag scale fits.
+    gc_pauses: tuple[Histogram, ...] = field(
+        default_factory=lambda: tuple(Histogram(LOOP_LAG_BUCKETS_S) for _ in range(3))
+    )
 
     def observe_connect(self, provider: str, seconds: float) -> None:
         hist = self.provider_connect.get(provider)
         if hist is None:
             hist = self.provider_connect[provider] = Histogram()
         hist.observe(seconds)
+
+    def observe_gc_pause(self, generation: int, seconds: float) -> None:
+        self.gc_pauses[generation].observe(seconds)
 
 
 class _Collector:
@@ -113,6 +120,12 @@ class _Collector:
         yield s.loop_lag.family(
             "voicegw_event_loop_lag_seconds", "How late a 5 ms timer ran: every frame waits at least this"
         )
+        for generation, hist in enumerate(s.gc_pauses):
+            yield hist.family(
+                "voicegw_gc_pause_seconds",
+                "Garbage collections by generation: every call's audio stops while one runs",
+                {"generation": str(generation)},
+            )
         w = self.writer_stats()
         yield GaugeMetricFamily("voicegw_writer_queue_depth", "Rows waiting in the writer", value=w["depth"])
         yield GaugeMetricFamily(

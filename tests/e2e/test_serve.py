@@ -123,6 +123,7 @@ async def test_health_ready_metrics(served: ServeProcess) -> None:
             "voicegw_writer_queue_depth",
             "voicegw_frames_dropped_total",
             "voicegw_event_loop_lag_seconds_bucket",
+            'voicegw_gc_pause_seconds_bucket{generation="2"',
         ):
             assert name in text, name
         # The loop-lag timer has been ticking (200 a second) for as long as the call lasted.
