@@ -350,9 +350,6 @@ async def _bridge(
         observer=ctx.selector.observer,
         preconnected=preconnected,
     )
-    for attempt in plan.attempts:
-        if attempt.playback is not None:
-            attempt.playback.target = session
     ctx.recorder.event(
         call_id,
         "answered",

@@ -103,6 +103,7 @@ class MediaSocket:
         for opcode, payload in early:
             on_message(opcode, payload)
         if self.closed:
+            self._release()
             on_closed()
 
     def _keep_early(self, opcode: int, payload: bytes) -> None:
@@ -207,8 +208,21 @@ class MediaSocket:
         if not self.closed:
             self.closed = True
             self.close_code = code
-            self._on_closed()
+            on_closed = self._on_closed
+            self._release()
+            on_closed()
+
+    def _release(self) -> None:
+        """A closed socket delivers nothing more, so it lets go of the handler's callbacks: they
+        are bound methods of the handler, which holds this socket, and without this cycle a
+        finished call is freed at once by reference counting, not by a full garbage collection
+        that stops every live call."""
+        self._on_message, self._on_closed = _ignore, _nothing
+
+
+def _ignore(opcode: int, payload: bytes) -> None:
+    """``on_message`` once closed: nothing is delivered any more."""
 
 
 def _nothing() -> None:
-    """``on_closed`` before ``start``: ``start`` reports the close itself."""
+    """``on_closed`` before ``start`` (which reports the close itself) and once it was reported."""

@@ -191,6 +191,10 @@ class CallSession:
         self._provider_task: asyncio.Task[None] | None = None
         self._failover_requested: str | None = None
         self._carrier_gone = False
+        # A provider asks its proxy how much of its audio the caller heard; _finish lets go of them.
+        self._playback_proxies = tuple(a.playback for a in attempts if a.playback is not None)
+        for proxy in self._playback_proxies:
+            proxy.target = self
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -230,6 +234,7 @@ class CallSession:
                 pass
             except Exception:
                 log.exception("call %s: provider task failed", self.call_id)
+            self._provider_task = None  # its coroutine holds this session: let both go by refcount
         if self.outcome is None:  # the provider task was cancelled before it ever ran
             await self._finish()
 
@@ -679,6 +684,8 @@ class CallSession:
             usage=dict(self.usage_total),
             ended_at=ended_at,
         )
+        for proxy in self._playback_proxies:  # they point back here: a cycle only a full GC frees
+            proxy.target = None
         self.ended.set()
 
 

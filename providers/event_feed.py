@@ -27,7 +27,7 @@ class EventFeed:
         on_drained: Callable[[], None] | None = None,
         drained_below: int = 0,
     ) -> None:
-        self._session = session
+        self._session: ProviderSession | None = session  # dropped at end(): it holds this feed
         self._queue: collections.deque[ProviderEvent] = collections.deque()
         self._wakeup: asyncio.Future[None] | None = None
         self._ended = False
@@ -43,8 +43,9 @@ class EventFeed:
             return 0
         waiter = self._wakeup
         queue = self._queue
-        if waiter is not None and not queue:  # the pump is parked in events(): nothing is in flight
-            deliver = self._session.deliver_now
+        session = self._session
+        if waiter is not None and not queue and session is not None:  # the pump is parked: nothing in flight
+            deliver = session.deliver_now
             if deliver is not None and deliver(event):
                 return 0
         queue.append(event)
@@ -58,6 +59,7 @@ class EventFeed:
     def end(self) -> None:
         """No more events: ``events()`` returns once the queue is drained."""
         self._ended = True
+        self._session = None
         waiter = self._wakeup
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

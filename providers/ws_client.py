@@ -298,6 +298,7 @@ class ProviderSocket(asyncio.Protocol):
         if self._paused:
             self.resume_reading()
         if self.closed:
+            self._on_message = self._on_closed = None
             on_closed()
 
     def pause_reading(self) -> None:
@@ -370,5 +371,9 @@ class ProviderSocket(asyncio.Protocol):
         waiter = self._early_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if self._on_closed is not None:
-            self._on_closed()
+        on_closed = self._on_closed
+        # Nothing is delivered once closed: letting go of the session's bound methods (the session
+        # holds this socket) frees an ended call by reference counting, without a full collection.
+        self._on_message = self._on_closed = None
+        if on_closed is not None:
+            on_closed()

@@ -43,7 +43,7 @@ class DeepgramSession(WsProviderSession):
         self.codec = DeepgramCodec(fmt, ctx.config.get("tools") or {}, hangup_tool, self.usage, ctx.playback)
         self._loop = asyncio.get_running_loop()
         self._last_sent = self._loop.time()
-        self._keepalive = self._loop.create_task(self._keep_alive())
+        self._keepalive: asyncio.Task[None] | None = self._loop.create_task(self._keep_alive())
 
     def send_audio_nowait(self, audio: Audio) -> bool:
         self.usage.audio_in_ms += audio.duration_ms
@@ -71,12 +71,20 @@ class DeepgramSession(WsProviderSession):
             self._send_replies(codec.outbox)
         return events
 
+    def _stop_keep_alive(self) -> None:
+        """Cancels the timer and forgets it: a cancelled task keeps its CancelledError, whose
+        traceback holds this session, so keeping the task would make a cycle only a full garbage
+        collection frees."""
+        task, self._keepalive = self._keepalive, None
+        if task is not None:
+            task.cancel()
+
     def _on_end(self, code: int | None, reason: str) -> ProviderEvent:
-        self._keepalive.cancel()
+        self._stop_keep_alive()
         return self.codec.on_close(code, reason)
 
     async def close(self) -> None:
-        self._keepalive.cancel()
+        self._stop_keep_alive()
         await super().close()
 
 
