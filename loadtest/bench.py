@@ -38,6 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.bench_procs import HOST, Child, Processes, free_port, run_checked, uvloop_argv, wait_http
 from loadtest.bench_results import (
+    HoldFigures,
     ScenarioSummary,
     StepRecord,
     TargetCheck,
@@ -330,25 +331,7 @@ async def wait_idle(server: Server) -> None:
 # -- one step ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HoldSample:
-    server_cpu_percent: float
-    server_rss_mb: float
-    generator_cpu_percent: float
-    simulator_cpu_percent: float
-    # Run-queue wait in ms per second (None without schedstat): the server's event loop(s), the
-    # generator's loop, and the simulator's threads; and the hypervisor's steal over every core.
-    loop_wait_ms_per_s: float | None = None
-    generator_wait_ms_per_s: float | None = None
-    simulator_wait_ms_per_s: float | None = None
-    steal_percent: float | None = None
-    # How late the event loops ran, p99 as a bucket's upper bound: the relaying simulator's (None: no
-    # simulator) and the gateway's (None: several workers, or unreadable).
-    simulator_lateness_p99_ms: float | None = None
-    loop_lag_p99_ms: float | None = None
-
-
-async def sample_hold(server: Server, start_in_s: float, length_s: float) -> HoldSample:
+async def sample_hold(server: Server, start_in_s: float, length_s: float) -> HoldFigures:
     """CPU, waits and how late each loop ran over exactly the hold window (every call live), RSS at its
     end; /proc, server plus children."""
     simulator_pid = server.simulator.pid if server.simulator is not None else None
@@ -357,7 +340,8 @@ async def sample_hold(server: Server, start_in_s: float, length_s: float) -> Hol
     gateway_lag_url = server.url + "/metrics" if one_process else None
     simulator_lag_url = server.simulator_url + "/_sim/lag" if server.simulator_url else None
     await asyncio.sleep(start_in_s)
-    gateway_lag, simulator_lag = await _loop_lag(gateway_lag_url), await _loop_lag(simulator_lag_url)
+    gateway_lag = await _loop_lag(gateway_lag_url, _gateway_lag_buckets)
+    simulator_lag = await _loop_lag(simulator_lag_url, _simulator_lag_buckets)
     server_sampler = ProcSampler(server.pids)
     generator_sampler = ProcSampler((os.getpid(),), include_children=False)
     simulator_sampler = ProcSampler((simulator_pid,)) if simulator_pid is not None else None
@@ -365,23 +349,27 @@ async def sample_hold(server: Server, start_in_s: float, length_s: float) -> Hol
     await asyncio.sleep(length_s)
     s, g = server_sampler.sample(), generator_sampler.sample()
     sim = simulator_sampler.sample() if simulator_sampler is not None else None
-    return HoldSample(
-        s.cpu_percent,
-        s.rss_mb,
-        g.cpu_percent,
-        sim.cpu_percent if sim is not None else 0.0,
+    return HoldFigures(
+        server_cpu_percent=s.cpu_percent,
+        server_rss_mb=s.rss_mb,
+        generator_cpu_percent=g.cpu_percent,
+        simulator_cpu_percent=sim.cpu_percent if sim is not None else 0.0,
         loop_wait_ms_per_s=s.main_wait_ms_per_s,
         generator_wait_ms_per_s=g.main_wait_ms_per_s,
         simulator_wait_ms_per_s=sim.all_wait_ms_per_s if sim is not None else None,
         steal_percent=steal.sample(),
-        simulator_lateness_p99_ms=_lag_since(simulator_lag, await _loop_lag(simulator_lag_url)),
-        loop_lag_p99_ms=_lag_since(gateway_lag, await _loop_lag(gateway_lag_url)),
+        simulator_lateness_p99_ms=_lag_since(
+            simulator_lag, await _loop_lag(simulator_lag_url, _simulator_lag_buckets)
+        ),
+        loop_lag_p99_ms=_lag_since(gateway_lag, await _loop_lag(gateway_lag_url, _gateway_lag_buckets)),
     )
 
 
-async def _loop_lag(url: str | None) -> dict[float, float] | None:
-    """A loop-lag histogram's cumulative buckets (upper bound in s -> count): the gateway's
-    ``voicegw_event_loop_lag_seconds`` from ``/metrics``, or a relaying simulator's ``/_sim/lag``."""
+LagBuckets = dict[float, float]  # a loop-lag histogram's cumulative buckets: upper bound in s -> count
+
+
+async def _loop_lag(url: str | None, parse: Callable[[str], LagBuckets | None]) -> LagBuckets | None:
+    """The loop-lag histogram ``url`` serves (None: no such process), read by ``parse``."""
     if url is None:
         return None
     try:
@@ -390,10 +378,16 @@ async def _loop_lag(url: str | None) -> dict[float, float] | None:
     except (aiohttp.ClientError, OSError) as exc:
         log.warning("loop lag unavailable from %s: %s", url, exc)
         return None
-    if not body:
-        return None
-    if url.endswith("/_sim/lag"):
-        return {float(bound): float(count) for bound, count in orjson.loads(body)["buckets"]}
+    return parse(body) if body else None
+
+
+def _simulator_lag_buckets(body: str) -> LagBuckets:
+    """A relaying simulator's ``GET /_sim/lag`` (JSON)."""
+    return {float(bound): float(count) for bound, count in orjson.loads(body)["buckets"]}
+
+
+def _gateway_lag_buckets(body: str) -> LagBuckets | None:
+    """The gateway's ``voicegw_event_loop_lag_seconds`` in its ``/metrics`` (Prometheus text)."""
     return {
         float(sample.labels["le"]): sample.value
         for family in text_string_to_metric_families(body)
@@ -403,7 +397,7 @@ async def _loop_lag(url: str | None) -> dict[float, float] | None:
     } or None
 
 
-def _lag_since(before: dict[float, float] | None, after: dict[float, float] | None) -> float | None:
+def _lag_since(before: LagBuckets | None, after: LagBuckets | None) -> float | None:
     return lag_p99_ms(before, after) if before is not None and after is not None else None
 
 
@@ -417,7 +411,7 @@ def hold_window(ramp_s: float, duration_s: float) -> tuple[float, float]:
 def step_record(
     calls: int,
     run: LoadReport,
-    hold: HoldSample,
+    hold: HoldFigures,
     idle_rss_mb: float,
     server_cores: int,
     criteria: Criteria,
@@ -457,22 +451,13 @@ def step_record(
         jitter_mean_ms=report.jitter_mean_ms,
         lateness_p99_ms=report.lateness.p99,
         lateness_max_ms=report.lateness.max,
-        server_cpu_percent=hold.server_cpu_percent,
-        server_rss_mb=hold.server_rss_mb,
         idle_rss_mb=idle_rss_mb,
-        generator_cpu_percent=hold.generator_cpu_percent,
-        simulator_cpu_percent=hold.simulator_cpu_percent,
-        loop_wait_ms_per_s=hold.loop_wait_ms_per_s,
-        generator_wait_ms_per_s=hold.generator_wait_ms_per_s,
-        simulator_wait_ms_per_s=hold.simulator_wait_ms_per_s,
-        steal_percent=hold.steal_percent,
-        simulator_lateness_p99_ms=hold.simulator_lateness_p99_ms,
-        loop_lag_p99_ms=hold.loop_lag_p99_ms,
         failed_calls=report.failed,
         refused_calls=report.refused,
         top_errors=report.top_errors(3),
         latency_p99_run_ms=run.latency.p99,
         lateness_p99_run_ms=run.lateness.p99,
+        **asdict(hold),
     )
 
 

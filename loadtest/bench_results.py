@@ -43,11 +43,34 @@ def criteria_for_floor(floor_ms: float, call_s: float, base: Criteria | None = N
     )
 
 
-@dataclass
-class StepRecord:
+@dataclass(kw_only=True)
+class HoldFigures:
+    """What the processes did over one step's hold window (every call streaming): CPU, RSS at its end,
+    who waited for a core and how late each event loop ran."""
+
+    server_cpu_percent: float  # % of one core, server process and its children
+    server_rss_mb: float  # at the end of the hold window
+    generator_cpu_percent: float
+    simulator_cpu_percent: float = 0.0  # the provider simulator shares the generator's core
+    # Why a step failed when CPU % does not say (since the fifth session; None in older files or
+    # without schedstat): run-queue wait in ms per second of the server's event loop(s), the
+    # generator's loop and the simulator's threads, and the hypervisor's steal over every core.
+    loop_wait_ms_per_s: float | None = None
+    generator_wait_ms_per_s: float | None = None
+    simulator_wait_ms_per_s: float | None = None
+    steal_percent: float | None = None
+    # Event-loop lag p99 over the hold window, a histogram bucket's upper bound (``gateway/loop_lag.py``):
+    # the relaying simulator's (``GET /_sim/lag``; None without one) and the gateway's
+    # (``voicegw_event_loop_lag_seconds``; None with several workers, or unreadable).
+    simulator_lateness_p99_ms: float | None = None
+    loop_lag_p99_ms: float | None = None
+
+
+@dataclass(kw_only=True)
+class StepRecord(HoldFigures):
     """One concurrency step of one run. CPU, RSS, added latency and generator lateness are taken over
     the hold window (every call streaming, ramp and settling excluded); lost audio and failed calls
-    over the whole run."""
+    over the whole run. Stored flat: the hold window's figures sit beside the step's own."""
 
     calls: int
     status: Status
@@ -61,11 +84,7 @@ class StepRecord:
     jitter_mean_ms: float
     lateness_p99_ms: float
     lateness_max_ms: float
-    server_cpu_percent: float  # % of one core, server process and its children
-    server_rss_mb: float  # at the end of the hold window
     idle_rss_mb: float  # after start-up and warm-up, before the first step
-    generator_cpu_percent: float
-    simulator_cpu_percent: float = 0.0  # the provider simulator shares the generator's core
     failed_calls: int = 0
     refused_calls: int = 0
     top_errors: list[tuple[str, int]] = field(default_factory=list)
@@ -75,18 +94,6 @@ class StepRecord:
     # since the fourth session; older result files judged the whole run and lack these two).
     latency_p99_run_ms: float | None = None
     lateness_p99_run_ms: float | None = None
-    # Why a step failed when CPU % does not say (since the fifth session; None in older files or
-    # without schedstat): run-queue wait in ms per second of the server's event loop(s), the
-    # generator's loop and the simulator's threads, and the hypervisor's steal over every core.
-    loop_wait_ms_per_s: float | None = None
-    generator_wait_ms_per_s: float | None = None
-    simulator_wait_ms_per_s: float | None = None
-    steal_percent: float | None = None
-    # Event-loop lag p99 over the hold window, a histogram bucket's upper bound (``gateway/loop_lag.py``):
-    # the relaying simulator's (``GET /_sim/lag``) and the gateway's (``voicegw_event_loop_lag_seconds``,
-    # one worker only).
-    simulator_lateness_p99_ms: float | None = None
-    loop_lag_p99_ms: float | None = None
 
     @property
     def cpu_ms_per_call_s(self) -> float:

@@ -27,7 +27,6 @@ from loadtest.bench import (
     TARGET_B_P99_CALLS,
     TARGET_C_CALLS,
     BenchOptions,
-    HoldSample,
     ScenarioData,
     assemble,
     hold_window,
@@ -40,6 +39,7 @@ from loadtest.bench import (
 from loadtest.bench_procs import Processes
 from loadtest.bench_report import PLOTS, render_markdown, write_results
 from loadtest.bench_results import (
+    HoldFigures,
     ScenarioSummary,
     Status,
     StepMedian,
@@ -542,13 +542,15 @@ def test_a_late_simulator_explains_a_failure_but_never_voids_a_pass() -> None:
     assert not simulator_saturated(["p99"], 3.0, 5.0) and not simulator_saturated(["p99"], None, 5.0)
     window = hold_window(2.0, 10.0)
     late = {"simulator_lateness_p99_ms": 9.0, "server_cpu_percent": 70.0}
-    failing = step_record(300, _report(p99_ms=35.0), HoldSample(**_hold(late)), 80.0, 1, Criteria(), window)
+    failing = step_record(300, _report(p99_ms=35.0), HoldFigures(**_hold(late)), 80.0, 1, Criteria(), window)
     assert failing.status == "generator-limited"
     assert failing.reasons[-1] == "simulator lateness p99 <= 9 ms (over 5): simulator saturated"
-    passing = step_record(300, _report(p99_ms=4.0), HoldSample(**_hold(late)), 80.0, 1, Criteria(), window)
+    passing = step_record(300, _report(p99_ms=4.0), HoldFigures(**_hold(late)), 80.0, 1, Criteria(), window)
     assert passing.status == "sustained" and passing.simulator_lateness_p99_ms == 9.0
     busy = _hold(late | {"server_cpu_percent": 95.0})
-    assert step_record(300, _report(p99_ms=35.0), HoldSample(**busy), 80.0, 1, Criteria(), window).status == (
+    assert step_record(
+        300, _report(p99_ms=35.0), HoldFigures(**busy), 80.0, 1, Criteria(), window
+    ).status == (
         "failed"  # a saturated server failed on its own, whoever else was late
     )
 
