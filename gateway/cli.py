@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -26,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # numpy's OpenBLAS starts a pool of threads when numpy is imported (by the sub-commands' modules,
+    # so this comes first). voicegw makes no BLAS calls: the resampler is its own C. The pool only adds
+    # idle threads to every process, the bench's children included (they inherit this environment).
+    # The user's own setting wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     args = build_parser().parse_args(argv)
     result = args.func(args)
     return int(result or 0)
