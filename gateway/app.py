@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway.carriers.base import CLOSE_START_TIMEOUT
 from gateway.config import Settings
+from gateway.gc_freeze import keep_calls_out_of_gc
 from gateway.gc_pauses import watch_gc_pauses
 from gateway.loop_lag import watch_loop_lag
 from gateway.metrics import GatewayStats
@@ -121,6 +122,7 @@ class GatewayContext:
     def call_started(self, call_id: str, live: LiveCall) -> None:
         self.live[call_id] = live
         self.stats.live_calls = len(self.live)
+        self.stats.calls_started += 1
         self.no_live_calls.clear()
 
     def call_ended(self, call_id: str) -> None:
@@ -215,6 +217,10 @@ def create_app(ctx: GatewayContext, *, include_internal: bool = True) -> web.App
             ctx._tasks.append(loop.create_task(ctx.watchdog()))
             ctx._tasks.append(loop.create_task(watch_loop_lag(ctx.stats.loop_lag.observe)))
             ctx._tasks.append(loop.create_task(watch_gc_pauses(ctx.stats.observe_gc_pause)))
+            if ctx.settings.gc_freeze:
+                stats = ctx.stats
+                policy = keep_calls_out_of_gc(lambda: stats.calls_started, lambda: stats.live_calls)
+                ctx._tasks.append(loop.create_task(policy))
             ctx.selector.start()
 
     app.on_startup.append(_start_background)

@@ -75,6 +75,11 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
     ),
     ("VOICEGW_PRECONNECT", "1", "Open the provider connection while answering the webhook (1/0)"),
     ("VOICEGW_PRECONNECT_TTL", "15", "Seconds an unused pre-connection is kept"),
+    (
+        "VOICEGW_GC_FREEZE",
+        "1",
+        "Keep live calls' objects out of full garbage collections, which stop every call (1/0)",
+    ),
     ("VOICEGW_DRAIN_SECONDS", "30", "On SIGTERM: how long live calls may continue before they are ended"),
     (
         "VOICEGW_NODE_ID",
@@ -132,6 +137,7 @@ class Settings:
     provider_silence_failover_s: float = 5.0
     preconnect: bool = True
     preconnect_ttl_s: float = 15.0
+    gc_freeze: bool = True
     drain_s: float = 30.0
     region: str = "default"
     node_id: str = field(default_factory=socket.gethostname)
@@ -170,6 +176,7 @@ class Settings:
             provider_silence_failover_s=float(_env(env, "VOICEGW_PROVIDER_SILENCE_FAILOVER")),
             preconnect=_env(env, "VOICEGW_PRECONNECT") not in ("0", "false", "no"),
             preconnect_ttl_s=float(_env(env, "VOICEGW_PRECONNECT_TTL")),
+            gc_freeze=_env(env, "VOICEGW_GC_FREEZE") not in ("0", "false", "no"),
             drain_s=float(_env(env, "VOICEGW_DRAIN_SECONDS")),
             region=_env(env, "VOICEGW_REGION"),
             node_id=_env(env, "VOICEGW_NODE_ID") or socket.gethostname(),

@@ -7,6 +7,7 @@ collector turns the counters into Prometheus families when ``/metrics`` is scrap
 from __future__ import annotations
 
 import bisect
+import gc
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ class GatewayStats:
     """Process-wide counters shared by every call session."""
 
     live_calls: int = 0
+    calls_started: int = 0  # media streams bridged to a provider session since start
     frames_in: int = 0
     frames_out: int = 0
     frames_dropped: int = 0
@@ -92,6 +94,7 @@ class _Collector:
         s = self.stats
         yield GaugeMetricFamily("voicegw_live_calls", "Calls currently bridged", value=s.live_calls)
         for name, value, doc in (
+            ("voicegw_calls_started", s.calls_started, "Media streams bridged to a call session"),
             ("voicegw_frames_in", s.frames_in, "Media frames received from carriers"),
             ("voicegw_frames_out", s.frames_out, "Media frames sent to carriers"),
             (
@@ -126,6 +129,11 @@ class _Collector:
                 "Garbage collections by generation: every call's audio stops while one runs",
                 {"generation": str(generation)},
             )
+        yield GaugeMetricFamily(
+            "voicegw_gc_frozen_objects",
+            "Objects full garbage collections skip (gateway/gc_freeze.py); growth without calls is a leak",
+            value=gc.get_freeze_count(),
+        )
         w = self.writer_stats()
         yield GaugeMetricFamily("voicegw_writer_queue_depth", "Rows waiting in the writer", value=w["depth"])
         yield GaugeMetricFamily(

@@ -50,6 +50,9 @@ def make_settings(tmp_path: Path, telnyx_api_base: str, **overrides: object) -> 
         "provider_connect_deadline_s": 3.0,
         "provider_attempt_timeout_s": 1.5,
         "health_sync_s": 0.5,
+        # The freeze policy would hide a call's reference cycles from test_call_garbage; it runs in
+        # test_gc_freeze and in every `voicegw serve` test (the default there).
+        "gc_freeze": False,
     }
     values.update(overrides)
     settings = Settings.from_env(env={}, **values)

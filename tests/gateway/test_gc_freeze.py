@@ -1,0 +1,92 @@
+"""The freeze policy: live calls' objects leave the collector's view; a full collection of
+everything runs only when nobody hears it, or when the frozen set grew as a leak would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import weakref
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.gc_freeze import (
+    IDLE_SLACK,
+    LEAK_SLACK,
+    MAX_FROZEN_PER_CALL,
+    Action,
+    FreezePolicy,
+    keep_calls_out_of_gc,
+)
+
+
+def test_freezes_only_after_new_calls() -> None:
+    policy = FreezePolicy(baseline=1000, calls_seen=5)
+    assert policy.on_tick(5) is Action.NOTHING
+    assert policy.on_tick(7) is Action.FREEZE
+    assert policy.on_tick(7) is Action.NOTHING
+
+
+def test_a_full_collection_runs_at_idle_or_on_leak_like_growth() -> None:
+    policy = FreezePolicy(baseline=60_000)
+    assert policy.on_valve(60_000 + IDLE_SLACK, live_calls=0) is Action.NOTHING  # small growth
+    assert policy.on_valve(60_000 + IDLE_SLACK + 1, live_calls=0) is Action.COLLECT_IDLE
+    explained = 300 * MAX_FROZEN_PER_CALL + LEAK_SLACK
+    assert policy.on_valve(60_000 + explained, live_calls=300) is Action.NOTHING  # 300 calls' worth
+    assert policy.on_valve(60_000 + explained + 1, live_calls=300) is Action.COLLECT_LEAK
+    policy.collected(90_000)
+    assert policy.on_valve(90_000, live_calls=0) is Action.NOTHING
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+@contextlib.asynccontextmanager
+async def _policy(counters: dict[str, int]) -> AsyncIterator[None]:
+    task = asyncio.get_running_loop().create_task(
+        keep_calls_out_of_gc(
+            lambda: counters["started"], lambda: counters["live"], freeze_every_s=0.02, valve_every_s=0.1
+        )
+    )
+    await asyncio.sleep(0)  # the policy reads the counters as they are now
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_call_objects_are_frozen_and_an_idle_collection_frees_a_frozen_cycle() -> None:
+    counters = {"started": 0, "live": 1}
+    gc.collect()
+    async with _policy(counters):
+        call_object = _Cycle()
+        probe = weakref.ref(call_object)
+        call_state = [[] for _ in range(IDLE_SLACK + 10)]  # the frozen set grows by at least this
+        counters["started"] += 1
+        await asyncio.sleep(0.1)
+        assert not any(o is call_object for o in gc.get_objects())  # frozen: collections skip it
+        del call_object
+        gc.collect()
+        assert probe() is not None  # a frozen cycle outlives collections while calls are live...
+        counters["live"] = 0
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+            if probe() is None:
+                break
+        assert probe() is None  # ...and is freed by the full collection once no call is live
+        assert len(call_state) > IDLE_SLACK
+
+
+@pytest.mark.parametrize("live", [0, 3])
+async def test_nothing_is_frozen_without_new_calls(live: int) -> None:
+    counters = {"started": 4, "live": live}
+    gc.collect()
+    async with _policy(counters):
+        young = _Cycle()
+        await asyncio.sleep(0.1)
+        assert any(o is young for o in gc.get_objects())
