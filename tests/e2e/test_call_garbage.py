@@ -25,11 +25,17 @@ from tests.e2e.conftest import RunningGateway
 from tests.e2e.provider_fixtures import ProviderRig, caller_bursts
 
 OURS = ("gateway.", "providers.", "routing.", "storage.")
+# Immutable values that the in-process simulators' sessions share: their own cycles hold them.
+SHARED_VALUES = frozenset({"AudioFormat"})
 
 
 def _ours(obj: object) -> bool:
     module = type(obj).__module__
-    return module.startswith(OURS) and not module.startswith("providers.simulators")
+    return (
+        module.startswith(OURS)
+        and not module.startswith("providers.simulators")
+        and type(obj).__qualname__ not in SHARED_VALUES
+    )
 
 
 @contextmanager
@@ -82,4 +88,26 @@ async def test_a_relayed_call_leaves_no_cycles(provider: str, tmp_path, telnyx_a
             seen = await rig.call(duration_s=2.0, audio=caller_bursts())
             assert not seen.result.errors, seen.result.errors
             await _settled(lambda: rig.closed_call(seen.call_id))
+    assert not garbage, garbage
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [{"error_after_s": 0.6}, {"close_after_s": 0.6}, {"refuse_handshake": True}, {"handshake_delay_s": 5.0}],
+    ids=["provider-error", "provider-dropped", "refused", "connect-timeout"],
+)
+async def test_a_failed_over_call_leaves_no_cycles(
+    fault: dict[str, object], tmp_path, telnyx_api: TelnyxApi
+) -> None:  # type: ignore[no-untyped-def]
+    """Deepgram fails (mid-call or at connect) and echo takes over: the failed provider's session,
+    socket and connect attempt are freed with the call."""
+    async with ProviderRig.open("deepgram", tmp_path, telnyx_api, fallback=True, preconnect=False) as rig:
+        rig.faults.update(fault)
+        with _cyclic_garbage() as garbage:
+            seen = await rig.call(duration_s=2.5, audio=caller_bursts())
+            assert not seen.result.errors, seen.result.errors
+            await _settled(lambda: rig.closed_call(seen.call_id))
+            assert await rig.events_of(seen.call_id, "failover") or await rig.events_of(
+                seen.call_id, "provider_attempt"
+            )
     assert not garbage, garbage
