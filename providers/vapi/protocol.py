@@ -143,14 +143,6 @@ class VapiDecoder:
 
     def __init__(self) -> None:
         self.ended = False
-        self._handlers: dict[str, Callable[[dict[str, Any]], list[ProviderEvent]]] = {
-            MSG_TRANSCRIPT: self._transcript,
-            MSG_USER_INTERRUPTED: lambda _m: [Interrupt("user_speech")],
-            MSG_SPEECH_UPDATE: lambda _m: [],
-            MSG_TOOL_CALLS: self._tool_calls,
-            MSG_STATUS_UPDATE: self._status_update,
-            MSG_HANG: lambda m: [Notice("vapi_hang", {})],
-        }
 
     def text(self, text: str | bytes) -> list[ProviderEvent]:
         try:
@@ -162,10 +154,10 @@ class VapiDecoder:
         if not isinstance(msg, dict):
             return [Notice("vapi_unknown", {"text": excerpt(text)})]
         kind = msg.get("type")
-        handler = self._handlers.get(kind) if isinstance(kind, str) else None
+        handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
         if handler is None:
             return [Notice("vapi_unknown", {"type": kind})]
-        return handler(msg)
+        return handler(self, msg)
 
     def _transcript(self, msg: dict[str, Any]) -> list[ProviderEvent]:
         role = ROLE_MAP.get(str(msg.get("role")))
@@ -206,3 +198,15 @@ class VapiDecoder:
         return Failure(
             ErrorKind.PROVIDER_DOWN, f"vapi closed the socket (code {code}{', ' + reason if reason else ''})"
         )
+
+
+# Message type -> handler. Unbound, in one table for every decoder: a per-instance table of bound
+# methods would hold the decoder in a reference cycle, freed only by a full garbage collection.
+_HANDLERS: dict[str, Callable[[VapiDecoder, dict[str, Any]], list[ProviderEvent]]] = {
+    MSG_TRANSCRIPT: VapiDecoder._transcript,
+    MSG_USER_INTERRUPTED: lambda _decoder, _msg: [Interrupt("user_speech")],
+    MSG_SPEECH_UPDATE: lambda _decoder, _msg: [],
+    MSG_TOOL_CALLS: VapiDecoder._tool_calls,
+    MSG_STATUS_UPDATE: VapiDecoder._status_update,
+    MSG_HANG: lambda _decoder, _msg: [Notice("vapi_hang", {})],
+}

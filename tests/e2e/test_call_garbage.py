@@ -23,6 +23,7 @@ from loadtest.carriers.plan import CallPlan
 from loadtest.carriers.telnyx_api import TelnyxApi
 from tests.e2e.conftest import RunningGateway
 from tests.e2e.provider_fixtures import ProviderRig, caller_bursts
+from tests.e2e.test_bad_input import _close_code, _closed_and_billed, _started, media_msg
 
 OURS = ("gateway.", "providers.", "routing.", "storage.")
 # Immutable values that the in-process simulators' sessions share: their own cycles hold them.
@@ -81,7 +82,7 @@ async def test_an_echo_call_leaves_no_cycles(gateway: RunningGateway, carrier: s
     assert not garbage, garbage
 
 
-@pytest.mark.parametrize("provider", ["deepgram", "openai", "elevenlabs"])
+@pytest.mark.parametrize("provider", ["deepgram", "openai", "elevenlabs", "retell", "vapi", "bolna"])
 async def test_a_relayed_call_leaves_no_cycles(provider: str, tmp_path, telnyx_api: TelnyxApi) -> None:  # type: ignore[no-untyped-def]
     async with ProviderRig.open(provider, tmp_path, telnyx_api) as rig:
         with _cyclic_garbage() as garbage:
@@ -110,4 +111,21 @@ async def test_a_failed_over_call_leaves_no_cycles(
             assert await rig.events_of(seen.call_id, "failover") or await rig.events_of(
                 seen.call_id, "provider_attempt"
             )
+    assert not garbage, garbage
+
+
+@pytest.mark.parametrize("ending", ["bad-base64", "socket-vanished"])
+async def test_a_call_closed_for_bad_input_leaves_no_cycles(gateway: RunningGateway, ending: str) -> None:
+    """The carrier breaks the protocol mid-call, or its socket vanishes without a close frame."""
+    with _cyclic_garbage() as garbage:
+        ws, target = await _started(gateway)
+        for seq in range(2, 20):
+            await ws.send_str(media_msg(seq=seq))
+        if ending == "bad-base64":
+            await ws.send_str(media_msg(payload="!!!notbase64!!!", seq=20))
+            assert await _close_code(ws) == 4422
+        else:
+            ws._response.connection.transport.abort()  # type: ignore[union-attr]
+        await _settled(lambda: _closed_and_billed(gateway, target.parameters["call_id"]))
+        await ws.close()
     assert not garbage, garbage
