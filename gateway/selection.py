@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from gateway.session import ProviderAttempt, discard_connection
+from gateway.session import ProviderAttempt, discard_connection, drop_tracebacks
 from providers.base import (
     MULAW_8000,
     ErrorKind,
@@ -402,6 +402,7 @@ class ProviderSelector:
             )
             session = await asyncio.wait_for(connector(provider)(ctx), ctx.connect_timeout)
         except (ProviderError, TimeoutError, OSError, SecretError) as exc:
+            drop_tracebacks(exc)
             kind = exc.kind.value if isinstance(exc, ProviderError) else ErrorKind.TIMEOUT.value
             if isinstance(exc, SecretError):
                 kind = ErrorKind.CONFIG.value

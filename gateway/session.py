@@ -409,7 +409,7 @@ class CallSession:
                 else:
                     provider = await asyncio.wait_for(attempt.connect(tuple(self.transcript)), timeout_s)
             except (ProviderError, TimeoutError, OSError) as exc:
-                _drop_tracebacks(exc)
+                drop_tracebacks(exc)
                 kind = exc.kind.value if isinstance(exc, ProviderError) else ErrorKind.TIMEOUT.value
                 message = str(exc) or type(exc).__name__
                 self._observer.failed(attempt.provider, kind, message, attempt.key_source)
@@ -690,10 +690,11 @@ class CallSession:
         self.ended.set()
 
 
-def _drop_tracebacks(exc: BaseException) -> None:
-    """A failed connect is recorded by kind and message only. Its traceback, and its causes', would
-    keep the attempt's frames alive in a cycle (the connect task holds the exception, whose
-    traceback holds wait_for's frame, which holds the task) that only a full collection frees."""
+def drop_tracebacks(exc: BaseException) -> None:
+    """A failed connect (a call's attempt or a probe) is recorded by kind and message only. Its
+    traceback, and its causes', would keep the attempt's frames alive in a cycle (the connect task
+    holds the exception, whose traceback holds wait_for's frame, which holds the task) that only a
+    full collection frees."""
     seen: set[int] = set()
     link: BaseException | None = exc
     while link is not None and id(link) not in seen:
