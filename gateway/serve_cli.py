@@ -16,15 +16,14 @@ import logging
 import os
 import secrets
 import signal
-from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 from setproctitle import setproctitle, setthreadtitle
 
+from gateway import event_loop
 from gateway.config import Settings
 
 log = logging.getLogger("voicegw")
@@ -136,15 +135,6 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def _run(coro: Coroutine[Any, Any, None]) -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency; Windows lacks it
-        asyncio.run(coro)
-        return
-    uvloop.run(coro)
-
-
 def _log_compiled_modules() -> None:
     """Says whether the per-frame modules run compiled (setup.py), and warns when one is stale."""
     from gateway._polyphase import KERNELS
@@ -183,10 +173,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     title = f"voicegw serve :{settings.port}"
     if workers == 1:
         _name_process(title, "voicegw")
-        _run(_serve(settings, args.demo, reuse_port=False))
+        event_loop.run(_serve(settings, args.demo, reuse_port=False))
         return 0
     _name_process(f"{title} parent of {workers} workers", "voicegw-parent")
-    _run(_prepare(settings, args.demo))
+    event_loop.run(_prepare(settings, args.demo))
     children: list[int] = []
     for n in range(1, workers + 1):
         pid = os.fork()
@@ -194,7 +184,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             _name_process(f"{title} worker {n}/{workers}", f"voicegw-w{n}")
             code = 0
             try:
-                _run(_serve(settings, False, reuse_port=True, recover_calls=False))  # parent recovered
+                # recover_calls=False: the parent already closed the calls a crash left open
+                event_loop.run(_serve(settings, False, reuse_port=True, recover_calls=False))
             except BaseException:
                 log.exception("worker %d failed", os.getpid())
                 code = 1

@@ -272,11 +272,8 @@ async def start_server(sc: Scenario, env: BenchEnv, procs: Processes, tag: str) 
     if sc.simulator is not None:
         sim_port = free_port()
         sim_url = f"http://{HOST}:{sim_port}"
-        args = ["simulate", sc.simulator, "--relay", "--port", str(sim_port)]
-        call = f"from gateway.cli import main\nsys.exit(main({args!r}))"
-        sim = procs.spawn(
-            f"{tag}-{sc.simulator}", uvloop_argv(call), (GENERATOR_CORE,), env.child_env, env.workdir
-        )
+        argv = _cli("simulate", sc.simulator, "--relay", "--port", str(sim_port))  # on uvloop, as serve
+        sim = procs.spawn(f"{tag}-{sc.simulator}", argv, (GENERATOR_CORE,), env.child_env, env.workdir)
         await wait_http(sim, sim_url + "/_sim/state")
         tenant = env.workdir / f"{tag}-tenant.json"
         tenant.write_bytes(orjson.dumps(relay_tenant(sim_url)))

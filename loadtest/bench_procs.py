@@ -38,8 +38,9 @@ def free_port() -> int:
 
 
 def uvloop_argv(module_call: str) -> list[str]:
-    """``python -c`` that runs ``module_call`` under uvloop: the baseline and the simulators default
-    to the stock loop, the gateway to uvloop; comparing them fairly needs the same loop everywhere."""
+    """``python -c`` that runs ``module_call`` under uvloop: the baseline (plain aiohttp under
+    ``asyncio.run``) defaults to the stock loop, every voicegw command to uvloop
+    (``gateway.event_loop``); comparing them fairly needs the same loop everywhere."""
     code = (
         "import asyncio, sys, uvloop\n"
         "asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())\n"

@@ -8,6 +8,8 @@ import contextlib
 import importlib
 import sys
 
+from gateway import event_loop
+
 SIMULATORS: dict[str, str] = {
     "elevenlabs": "providers.simulators.elevenlabs:ElevenLabsSimulator",
     "deepgram": "providers.simulators.deepgram:DeepgramSimulator",
@@ -47,7 +49,7 @@ def _cmd(args: argparse.Namespace) -> int:
         print(f"error: --relay is implemented for: {', '.join(sorted(RELAY_CAPABLE))}", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run(args.provider, args.host, args.port, args.relay))
+        event_loop.run(_run(args.provider, args.host, args.port, args.relay))
     return 0
 
 
