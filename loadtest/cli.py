@@ -14,6 +14,9 @@ from loadtest.report import format_table, write_report
 from loadtest.runner import LoadConfig, Progress, run_load
 
 _NON_TTY_PROGRESS_EVERY_S = 5.0
+# What `voicegw serve --demo` (`make serve`) routes to its echo agent (storage/demo/demo.json): the
+# default dialled number, so a first load test against the demo needs no --to.
+DEMO_NUMBERS = {"twilio": "+15550001111", "telnyx": "+15550002222"}
 
 
 class _ProgressPrinter:
@@ -48,7 +51,7 @@ def _cmd(args: argparse.Namespace) -> int:
         ramp_s=args.ramp,
         duration_s=args.duration,
         carrier=args.carrier,
-        to=args.to,
+        to=args.to or DEMO_NUMBERS[args.carrier],
         from_=args.from_,
         credentials=Credentials.from_env(args.twilio_auth_token, args.telnyx_private_key),
         gateway_pids=tuple(args.gateway_pid or ()),
@@ -165,7 +168,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ramp", type=float, default=0.0, help="seconds over which calls start")
     p.add_argument("--duration", type=float, default=30.0, help="seconds of audio per call")
     p.add_argument("--carrier", choices=("twilio", "telnyx"), default="twilio")
-    p.add_argument("--to", default="+15550100001", metavar="NUMBER", help="dialled number")
+    p.add_argument(
+        "--to",
+        metavar="NUMBER",
+        help="dialled number (default: the --demo tenant's echo number for --carrier)",
+    )
     p.add_argument("--from", dest="from_", default="+15550199999", metavar="NUMBER", help="caller number")
     p.add_argument("--report", metavar="DIR", help="write report.json, report.html and plots here")
     p.add_argument("--gateway-pid", type=int, action="append", help="gateway process id (repeatable)")

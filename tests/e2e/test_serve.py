@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import os
@@ -21,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.carriers.call import place_call
 from loadtest.carriers.plan import CallPlan, Credentials
+from loadtest.cli import register
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -133,6 +135,24 @@ async def test_health_ready_metrics(served: ServeProcess) -> None:
         async with http.get(served.url + "/health/providers") as resp:
             board = await resp.json()
         assert "echo" in board["providers"]
+
+
+@pytest.mark.parametrize("carrier", ["twilio", "telnyx"])
+async def test_loadtest_defaults_reach_the_demo_agent(
+    served: ServeProcess, carrier: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`make serve`, then `voicegw loadtest --url … --calls N`: no --to needed, nothing refused."""
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    secrets = ["--twilio-auth-token", "serve-test-token"]
+    secrets += ["--telnyx-private-key", str(served.credentials.telnyx_private_key)]
+    argv = ["loadtest", "--url", served.url, "--calls", "2", "--duration", "1", "--carrier", carrier]
+    args = parser.parse_args([*argv, *secrets])
+    assert await asyncio.to_thread(args.func, args) == 0
+    printed = capsys.readouterr().out
+    assert "calls placed / refused / failed  2 / 0 / 0" in printed, printed
+    ratio = next(line for line in printed.splitlines() if line.startswith("return ratio"))
+    assert float(ratio.split()[-2]) > 95, printed  # the echo came back
 
 
 async def test_sigterm_drains_live_calls_then_exits_zero(served: ServeProcess) -> None:
