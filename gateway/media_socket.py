@@ -21,6 +21,7 @@ from collections.abc import Callable
 from aiohttp import web
 from websockets.utils import accept_key
 
+from gateway.tracebacks import drop_tracebacks
 from providers.ws_frames import (
     CLOSE_ABNORMAL,
     CLOSE_NO_STATUS,
@@ -120,7 +121,8 @@ class MediaSocket:
             messages = self._parser.feed(data)
         except FrameError as exc:
             self._deliver(exc.messages)  # what came complete before the broken frame is not lost
-            self.protocol_error = _kept(exc)
+            drop_tracebacks(exc)  # its frames hold this socket
+            self.protocol_error = exc
             self._send_close(exc.close_code, exc.reason)
             self._set_closed(exc.close_code)
             self._close_received.set_result(None)  # a broken peer's close is not waited for
@@ -142,7 +144,8 @@ class MediaSocket:
                 try:
                     code, _ = parse_close(payload)
                 except FrameError as exc:
-                    self.protocol_error = _kept(exc)
+                    drop_tracebacks(exc)
+                    self.protocol_error = exc
                     code = exc.close_code
                 self._send_close(CLOSE_NORMAL if code == CLOSE_NO_STATUS else code)  # the reply echoes it
                 self._set_closed(code)
@@ -226,8 +229,3 @@ def _ignore(opcode: int, payload: bytes) -> None:
 
 def _nothing() -> None:
     """``on_closed`` before ``start`` (which reports the close itself) and once it was reported."""
-
-
-def _kept(error: FrameError) -> FrameError:
-    """The error without its traceback, whose frames hold this socket: kept, it would be a cycle."""
-    return error.with_traceback(None)

@@ -23,7 +23,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from gateway.session import ProviderAttempt, discard_connection, drop_tracebacks
+from gateway.session import ProviderAttempt, discard_connection
+from gateway.tracebacks import drop_tracebacks
 from providers.base import (
     MULAW_8000,
     ErrorKind,

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from gateway.audio import Transcoder
 from gateway.metrics import GatewayStats
+from gateway.tracebacks import drop_tracebacks
 from providers.base import (
     Audio,
     AudioFormat,
@@ -688,19 +689,6 @@ class CallSession:
         for proxy in self._playback_proxies:  # they point back here: a cycle only a full GC frees
             proxy.target = None
         self.ended.set()
-
-
-def drop_tracebacks(exc: BaseException) -> None:
-    """A failed connect (a call's attempt or a probe) is recorded by kind and message only. Its
-    traceback, and its causes', would keep the attempt's frames alive in a cycle (the connect task
-    holds the exception, whose traceback holds wait_for's frame, which holds the task) that only a
-    full collection frees."""
-    seen: set[int] = set()
-    link: BaseException | None = exc
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        link.__traceback__ = None
-        link = link.__cause__ or link.__context__
 
 
 async def discard_connection(task: asyncio.Task[ProviderSession]) -> None:
