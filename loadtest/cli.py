@@ -14,9 +14,6 @@ from loadtest.report import format_table, write_report
 from loadtest.runner import LoadConfig, Progress, run_load
 
 _NON_TTY_PROGRESS_EVERY_S = 5.0
-# What `voicegw serve --demo` (`make serve`) routes to its echo agent (storage/demo/demo.json): the
-# default dialled number, so a first load test against the demo needs no --to.
-DEMO_NUMBERS = {"twilio": "+15550001111", "telnyx": "+15550002222"}
 
 
 class _ProgressPrinter:
@@ -44,6 +41,15 @@ class _ProgressPrinter:
             sys.stderr.write("\n")
 
 
+def _demo_number(carrier: str) -> str:
+    """The number `voicegw serve --demo` (`make serve`) answers for ``carrier``, read from the demo
+    tenant itself: the default dialled number, so a first load test against the demo needs no --to."""
+    from storage.provision import demo_document
+
+    numbers = (n for w in demo_document()["workspaces"] for n in w.get("phone_numbers", ()))
+    return next(n["number"] for n in numbers if n["provider"] == carrier)
+
+
 def _cmd(args: argparse.Namespace) -> int:
     config = LoadConfig(
         url=args.url,
@@ -51,7 +57,7 @@ def _cmd(args: argparse.Namespace) -> int:
         ramp_s=args.ramp,
         duration_s=args.duration,
         carrier=args.carrier,
-        to=args.to or DEMO_NUMBERS[args.carrier],
+        to=args.to or _demo_number(args.carrier),
         from_=args.from_,
         credentials=Credentials.from_env(args.twilio_auth_token, args.telnyx_private_key),
         gateway_pids=tuple(args.gateway_pid or ()),
