@@ -49,6 +49,7 @@ COMPILED_MODULES = [
     "loadtest/playout.py",
     "loadtest/carriers/plan.py",  # CallResult: counters bumped on every frame
     "loadtest/tonedetect.py",
+    "loadtest/timehist.py",  # every frame's lateness is recorded here
 ]
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -57,38 +58,47 @@ def write_report(report: LoadReport, directory: str | Path) -> Path:
 
 def _plots(report: LoadReport, out: Path) -> None:
     try:
-        import matplotlib
+        from matplotlib.figure import Figure
     except ImportError as exc:  # matplotlib is an optional dependency (test extras)
         raise RuntimeError("plots need matplotlib: pip install matplotlib") from exc
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    tl = report.timeline
-    points = report.latency_points
-    specs: list[tuple[str, str, Sequence[float], Sequence[float], str]] = [
-        ("latency_over_time.png", "added latency (ms)", [p[0] for p in points], [p[1] for p in points], "."),
-        ("live_calls.png", "live calls", tl.t, tl.live_calls, "-"),
-        ("cpu.png", "CPU (% of a core)", tl.t, tl.gateway_cpu or tl.generator_cpu, "-"),
-    ]
-    for name, ylabel, xs, ys, style in specs:
-        fig, ax = plt.subplots(figsize=(6, 2.6), dpi=80)
-        ax.plot(xs, ys, style, markersize=2)
-        if name == "cpu.png" and tl.gateway_cpu:
-            ax.plot(tl.t, tl.generator_cpu, "--", label="generator")
-            ax.legend(["gateway", "generator"], fontsize=8)
-        ax.set_xlabel("time (s)")
+    def plot(name: str, xlabel: str, ylabel: str, draw: Callable[[Any], None]) -> None:
+        # A bare Figure (no pyplot): no global figure registry to close, no GUI back-end chosen.
+        fig = Figure(figsize=(6, 2.6), dpi=80)
+        ax = fig.subplots()
+        draw(ax)
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(out / name)
-        plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 2.6), dpi=80)
-    ax.hist([p[1] for p in points], bins=50)
-    ax.set_xlabel("added latency (ms)")
-    ax.set_ylabel("bursts")
-    fig.tight_layout()
-    fig.savefig(out / "latency_histogram.png")
-    plt.close(fig)
+
+    tl = report.timeline
+    over_time = report.histograms.latency.series()
+
+    def latency(ax: Any) -> None:
+        for key, style in (("p50", "-"), ("p99", "-"), ("max", ":")):
+            ax.plot(over_time["t"], over_time[key], style, label=f"{key} per second")
+
+    def cpu(ax: Any) -> None:
+        if tl.gateway_cpu:
+            ax.plot(tl.t, tl.gateway_cpu, "-", label="gateway")
+        ax.plot(tl.t, tl.generator_cpu, "--", label="generator")
+
+    def histogram(ax: Any) -> None:
+        # 2 %-wide log buckets (loadtest.timehist), drawn at their midpoints on a log axis.
+        buckets = report.histograms.latency.buckets()
+        if buckets:
+            values, counts = zip(*buckets, strict=True)
+            ax.bar(values, counts, width=[v * 0.02 for v in values])
+            ax.set_xscale("log")
+
+    plot("latency_over_time.png", "time (s)", "added latency (ms)", latency)
+    plot("live_calls.png", "time (s)", "live calls", lambda ax: ax.plot(tl.t, tl.live_calls, "-"))
+    plot("cpu.png", "time (s)", "CPU (% of a core)", cpu)
+    plot("latency_histogram.png", "added latency (ms)", "bursts", histogram)
 
 
 def _html(report: LoadReport) -> str:

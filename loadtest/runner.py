@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import math
 import os
 import resource
 import time
@@ -18,7 +17,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from loadtest.audio import FRAME_MS, AudioSource, ToneBursts
+from loadtest.audio import AudioSource, ToneBursts
 from loadtest.carriers.call import place_call
 from loadtest.carriers.plan import CallPlan, CallResult, Carrier, Credentials
 from loadtest.carriers.telnyx_api import TelnyxApi
@@ -26,6 +25,7 @@ from loadtest.codec import Encoding
 from loadtest.pacer import Pacer
 from loadtest.procstat import ProcSampler
 from loadtest.stats import Summary
+from loadtest.timehist import RunHistograms, TimeHistogram
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,9 @@ class LoadConfig:
     drain_s: float = 0.5
 
 
+PROGRESS_WINDOW_S = 10.0
+
+
 @dataclass(frozen=True)
 class Progress:
     """A snapshot for the progress line."""
@@ -61,7 +64,7 @@ class Progress:
     ended: int
     frames_sent: int
     frames_returned: int
-    p99_ms: float
+    p99_ms: float  # added latency over the last PROGRESS_WINDOW_S seconds
 
 
 @dataclass
@@ -88,29 +91,20 @@ class LoadReport:
     lateness: Summary
     jitter_mean_ms: float
     jitter_max_ms: float
-    latency_points: list[tuple[float, float]]
+    histograms: RunHistograms  # over run time: latencies by burst arrival, lateness by frame due time
     telnyx_hangups: int = 0
-    started_at: float = 0.0  # time.monotonic() when the run began; latency_points count from it
 
     def in_window(self, start_s: float, length_s: float) -> LoadReport:
         """This report with added latency and generator lateness restricted to what happened
         ``start_s`` … ``start_s + length_s`` after the run began (e.g. the bench's hold window,
-        once every call streams: the same window its CPU figures come from). Lost audio and
-        failed calls still count over the whole run."""
-        lo, hi = start_s, start_s + length_s
-        latency = Summary.of(v for t, v in self.latency_points if lo <= t < hi)
-        frame_s = FRAME_MS / 1000
-        parts = []
-        for r in self.results:
-            if r.media_started_at is None:
-                continue
-            # The pacer's schedule is absolute: frame k of a call was due at start + k frames.
-            first_due = r.media_started_at - self.started_at
-            a = max(0, math.ceil((lo - first_due) / frame_s))
-            b = max(0, math.ceil((hi - first_due) / frame_s))
-            parts.append(np.frombuffer(r.lateness_ms, dtype=np.float32)[a:b])
-        lateness = Summary.of(np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32))
-        return replace(self, latency=latency, lateness=lateness)
+        once every call streams: the same window its CPU figures come from), in whole seconds of
+        run time (the histograms' slots). Lost audio and failed calls still count over the whole run."""
+        end_s = start_s + length_s
+        return replace(
+            self,
+            latency=self.histograms.latency.summary(start_s, end_s),
+            lateness=self.histograms.lateness.summary(start_s, end_s),
+        )
 
     @property
     def placed(self) -> int:
@@ -173,6 +167,7 @@ class LoadReport:
             "bursts": {
                 "sent": sum(r.bursts_sent for r in self.results),
                 "lost": sum(r.bursts_lost for r in self.results),
+                "answered": sum(r.bursts_answered for r in self.results),
                 "spurious": sum(r.spurious_onsets for r in self.results),
             },
             "marks": {
@@ -195,7 +190,8 @@ class LoadReport:
                 "gateway_rss_mb": [round(x, 1) for x in self.timeline.gateway_rss_mb],
                 "generator_cpu": [round(x, 1) for x in self.timeline.generator_cpu],
             },
-            "latency_points": [[round(t, 3), round(v, 3)] for t, v in self.latency_points],
+            "added_latency_over_time": self.histograms.latency.to_json(),
+            "generator_lateness_over_time": self.histograms.lateness.to_json(),
             "top_errors": [[e, n] for e, n in self.top_errors()],
         }
 
@@ -221,6 +217,7 @@ async def run_load(config: LoadConfig, progress: ProgressCallback | None = None)
     generator = ProcSampler((os.getpid(),))
     timeline = Timeline()
     started = time.monotonic()
+    histograms = RunHistograms.starting(started)
     telnyx_api = TelnyxApi(port=config.telnyx_api_port) if config.carrier == "telnyx" else None
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     async with contextlib.AsyncExitStack() as stack:
@@ -229,14 +226,14 @@ async def run_load(config: LoadConfig, progress: ProgressCallback | None = None)
             log.info("fake Telnyx API on %s", telnyx_api.base_url)
         session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
         calls = asyncio.get_running_loop().create_task(
-            _launch(session, config, plan, pacer, telnyx_api, results.append, started)
+            _launch(session, config, plan, pacer, telnyx_api, histograms, results.append, started)
         )
         frozen = False
         while not calls.done():
             await asyncio.wait([calls], timeout=config.sample_interval_s)
             _sample(timeline, results, gateway, generator, started)
             if progress is not None:
-                progress(_progress(results, started))
+                progress(_progress(results, histograms.latency, started))
             if not frozen and _all_streaming(results, config.calls):
                 # The calls' long-lived objects leave the garbage collector's view: a full
                 # collection over hundreds of calls paused the pacer 50-65 ms; from here on only
@@ -246,7 +243,7 @@ async def run_load(config: LoadConfig, progress: ProgressCallback | None = None)
                 stack.callback(gc.unfreeze)
         await calls
         await pacer.aclose()
-    return _summarise(config, results, timeline, started, telnyx_api)
+    return _summarise(config, results, timeline, histograms, started, telnyx_api)
 
 
 async def _launch(
@@ -255,6 +252,7 @@ async def _launch(
     plan: CallPlan,
     pacer: Pacer,
     telnyx_api: TelnyxApi | None,
+    histograms: RunHistograms,
     on_placed: Callable[[CallResult], None],
     started: float,
 ) -> None:
@@ -276,6 +274,7 @@ async def _launch(
                     pacer=pacer,
                     telnyx_api=telnyx_api,
                     on_placed=on_placed,
+                    histograms=histograms,
                 )
             )
         )
@@ -300,18 +299,18 @@ def _sample(
     timeline.generator_cpu.append(generator.sample().cpu_percent)
 
 
-def _progress(results: list[CallResult], started: float) -> Progress:
-    latencies = [v for r in results for v in r.latency_ms]
-    p99 = float(np.percentile(latencies, 99)) if latencies else 0.0
+def _progress(results: list[CallResult], latency: TimeHistogram, started: float) -> Progress:
+    elapsed = time.monotonic() - started
+    recent = latency.summary(max(0.0, elapsed - PROGRESS_WINDOW_S))
     ended = sum(1 for r in results if r.ended_at is not None)
     return Progress(
-        elapsed_s=time.monotonic() - started,
+        elapsed_s=elapsed,
         placed=len(results),
         live=len(results) - ended,
         ended=ended,
         frames_sent=sum(r.frames_sent for r in results),
         frames_returned=round(sum(r.audio_s_received for r in results) / 0.020),
-        p99_ms=p99,
+        p99_ms=recent.p99,
     )
 
 
@@ -319,29 +318,23 @@ def _summarise(
     config: LoadConfig,
     results: list[CallResult],
     timeline: Timeline,
+    histograms: RunHistograms,
     started: float,
     telnyx_api: TelnyxApi | None,
 ) -> LoadReport:
-    latency_points = sorted(
-        (at - started, v) for r in results for at, v in zip(r.latency_at, r.latency_ms, strict=True)
-    )
-    lateness = np.concatenate(
-        [np.frombuffer(r.lateness_ms, dtype=np.float32) for r in results] or [np.zeros(0, dtype=np.float32)]
-    )
     jitters = [r.jitter_ms for r in results if r.frames_received > 1]
     return LoadReport(
         config=config,
         wall_s=time.monotonic() - started,
         results=results,
         timeline=timeline,
-        latency=Summary.of(v for _, v in latency_points),
-        playout_latency=Summary.of(v for r in results for v in r.playout_latency_ms),
-        lateness=Summary.of(lateness),
+        latency=histograms.latency.summary(),
+        playout_latency=histograms.playout.summary(),
+        lateness=histograms.lateness.summary(),
         jitter_mean_ms=float(np.mean(jitters)) if jitters else 0.0,
         jitter_max_ms=max(jitters, default=0.0),
-        latency_points=latency_points,
+        histograms=histograms,
         telnyx_hangups=telnyx_api.hangups if telnyx_api is not None else 0,
-        started_at=started,
     )
 
 

@@ -23,6 +23,7 @@ from loadtest.carriers.ws import OP_TEXT, ClientWebSocket
 from loadtest.codec import Encoding, bytes_per_second, decode_to_float, silence
 from loadtest.pacer import Pacer, default_pacer
 from loadtest.playout import PlayoutBuffer
+from loadtest.timehist import RunHistograms
 from loadtest.tonedetect import ToneOnsetDetector
 
 if TYPE_CHECKING:
@@ -64,13 +65,15 @@ async def place_call(
     telnyx_api: TelnyxApi | None = None,
     on_placed: Callable[[CallResult], None] | None = None,
     tap: MediaTap | None = None,
+    histograms: RunHistograms | None = None,
 ) -> CallResult:
     """Places one call against the gateway at ``base_url`` and plays it out per ``plan``.
 
     Never raises for gateway misbehaviour: HTTP errors, bad TwiML/TeXML, socket failures and protocol
     violations land in ``CallResult.errors``. ``telnyx_api`` receives the gateway's REST hang-ups;
     ``on_placed`` sees the result object as soon as it exists, so a monitor can watch it fill in;
-    ``tap`` sees every text message the gateway sent, with its arrival time.
+    ``tap`` sees every text message the gateway sent, with its arrival time. Latency and lateness
+    go into ``histograms`` (a load run's, shared by its calls) or, without it, the call's own.
     """
     creds = credentials or Credentials.from_env()
     pacer = pacer or default_pacer()
@@ -78,7 +81,13 @@ async def place_call(
         call_sid = "CA" + secrets.token_hex(16)
     else:
         call_sid = "v3:" + secrets.token_urlsafe(27)
-    result = CallResult(carrier=plan.carrier, call_sid=call_sid, placed_at=time.monotonic())
+    placed_at = time.monotonic()
+    result = CallResult(
+        carrier=plan.carrier,
+        call_sid=call_sid,
+        placed_at=placed_at,
+        histograms=histograms or RunHistograms.starting(placed_at),
+    )
     if on_placed is not None:
         on_placed(result)
     try:
@@ -227,10 +236,10 @@ class _Call:
         "_bytes_per_sample", "_chunks", "_clock", "_closing", "_detect_pending",
         "_detect_pending_samples", "_detector", "_dtmf", "_dtmf_frame", "_dtmf_next", "_frame_bytes",
         "_frame_i", "_frames", "_frames_wrap", "_held", "_known_media", "_last_arrival",
-        "_last_duration", "_match_window", "_n", "_out_bps", "_out_encoding", "_out_rate", "_pacer",
-        "_plan", "_playout", "_received", "_reorder_every", "_result", "_send_refused", "_sending_done",
-        "_sent_bursts", "_silent_frame", "_silent_samples", "_t0", "_tap", "_total_frames", "_wire",
-        "_ws",
+        "_last_duration", "_latency", "_lateness", "_match_window", "_n", "_out_bps", "_out_encoding",
+        "_out_rate", "_pacer", "_plan", "_playout", "_playout_latency", "_received", "_reorder_every",
+        "_result", "_send_refused", "_sending_done", "_sent_bursts", "_silent_frame", "_silent_samples",
+        "_t0", "_tap", "_total_frames", "_wire", "_ws",
     )  # fmt: skip
 
     def __init__(
@@ -248,6 +257,10 @@ class _Call:
         self._plan = plan
         self._tap = tap
         self._result = result
+        assert result.histograms is not None
+        self._latency = result.histograms.latency
+        self._playout_latency = result.histograms.playout
+        self._lateness = result.histograms.lateness
         self._wire = wire
         self._known_media = wire.known_media
         self._ws = ws
@@ -358,7 +371,7 @@ class _Call:
             return None
         result = self._result
         now = self._clock()
-        result.lateness_ms.append((now - due) * 1000.0)
+        self._lateness.record(due, (now - due) * 1000.0)
         n = self._n
         if n >= self._dtmf_frame:
             self._send_dtmf(n)
@@ -535,9 +548,9 @@ class _Call:
             return
         sent_at = sent.popleft()
         played_at = chunk.play_start + (onset - chunk.position) / self._out_rate
-        result.latency_ms.append((chunk.arrival - sent_at) * 1000.0)
-        result.playout_latency_ms.append((played_at - sent_at) * 1000.0)
-        result.latency_at.append(chunk.arrival)
+        result.bursts_answered += 1
+        self._latency.record(chunk.arrival, (chunk.arrival - sent_at) * 1000.0)
+        self._playout_latency.record(chunk.arrival, (played_at - sent_at) * 1000.0)
 
     def _violation(self, what: str) -> None:
         result = self._result

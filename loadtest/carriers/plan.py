@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from array import array
 from dataclasses import dataclass, field
 from typing import Literal
 
 from loadtest.audio import AudioSource, ToneBursts
 from loadtest.codec import Encoding
+from loadtest.timehist import RunHistograms
 
 Carrier = Literal["twilio", "telnyx"]
 EndedBy = Literal["", "carrier", "gateway", "gateway-rest", "error"]
@@ -103,11 +103,11 @@ class CallResult:
     bytes_cleared: int = 0
     bursts_sent: int = 0
     bursts_lost: int = 0
+    bursts_answered: int = 0  # returned onsets matched to a sent burst: one latency sample each
     spurious_onsets: int = 0
-    latency_ms: list[float] = field(default_factory=list)
-    playout_latency_ms: list[float] = field(default_factory=list)
-    latency_at: list[float] = field(default_factory=list)
-    lateness_ms: array[float] = field(default_factory=lambda: array("f"))
+    # Where the call's latency, play-out latency and frame lateness went: the load run's shared
+    # histograms, or the call's own when it was placed alone (set by place_call).
+    histograms: RunHistograms | None = None
     jitter_ms: float = 0.0
     close_code: int | None = None
     close_reason: str = ""

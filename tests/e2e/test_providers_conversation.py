@@ -41,7 +41,7 @@ async def test_greeting_first_turn_passes_mulaw_through(
         echo = tap.tone_times(CALLER_HZ)
         assert greeting, "the agent greets before the caller says anything"
         assert echo and greeting[0] < echo[0], "then answers the caller's utterance"
-        assert result.latency_ms, "the echoed burst is detected by the carrier"
+        assert result.bursts_answered, "the echoed burst is detected by the carrier"
         assert stats.frames_transcoded == transcoded, "μ-law both ways: not one frame transcoded"
         assert result.clears_received == 0, "speaking after the greeting was heard is a turn, not a barge-in"
         assert not await rig.events_of(seen.call_id, "interruption")
@@ -71,7 +71,7 @@ async def test_caller_first_turn(provider: str, tmp_path: Path, telnyx_api: Teln
         result, tap = seen.result, seen.tap
         assert not result.errors, result.errors
         assert not tap.tone_times(GREETING_HZ), "no greeting: the agent waits for the caller"
-        assert tap.tone_times(CALLER_HZ) and result.latency_ms, "the caller's utterance is answered"
+        assert tap.tone_times(CALLER_HZ) and result.bursts_answered, "the caller's utterance is answered"
         await rig.assert_recorded(seen.call_id, status="completed", provider=provider)
         record = rig.records[-1]
         assert not record.violations, record.violations
@@ -103,5 +103,5 @@ async def test_pcm_agent_is_transcoded_both_ways(
         assert stats.frames_transcoded > transcoded + 50, "every caller frame and every agent chunk converted"
         assert rig.records[-1].audio_frames > 0
         assert tap.tone_times(GREETING_HZ), "the PCM greeting reaches the caller as μ-law"
-        assert result.latency_ms, "the caller's tone survives μ-law → PCM → μ-law"
+        assert result.bursts_answered, "the caller's tone survives μ-law → PCM → μ-law"
         await rig.assert_recorded(seen.call_id, status="completed", provider=provider)

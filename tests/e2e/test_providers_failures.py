@@ -32,7 +32,7 @@ async def test_error_mid_call_fails_over_to_the_second_provider(
         assert len(failovers) == 1 and failovers[0]["from"] == provider, failovers
         connected = [e["provider"] for e in await rig.events_of(seen.call_id, "provider_connected")]
         assert connected == [provider, "echo"]
-        assert tap.tone_times(CALLER_HZ) and result.latency_ms, "the second provider answers the caller"
+        assert tap.tone_times(CALLER_HZ) and result.bursts_answered, "the second provider answers the caller"
         assert result.ended_by == "carrier"
         await rig.assert_recorded(seen.call_id, status="completed", provider="echo")
         assert rig.records[-1].ended_by == "error"
@@ -71,5 +71,5 @@ async def test_handshake_timeout_is_a_failed_attempt_of_kind_timeout(
         assert attempts[0]["result"] == "failed" and attempts[0]["kind"] == "timeout", attempts
         connected = [e["provider"] for e in await rig.events_of(seen.call_id, "provider_connected")]
         assert connected == ["echo"], "the fallback serves the call"
-        assert result.latency_ms, "the caller is answered once the fallback is connected"
+        assert result.bursts_answered, "the caller is answered once the fallback is connected"
         await rig.assert_recorded(seen.call_id, status="completed", provider="echo")

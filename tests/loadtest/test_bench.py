@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from array import array
 from pathlib import Path
 from typing import Any, cast
 
@@ -68,6 +67,7 @@ from loadtest.carriers.plan import CallResult, Credentials
 from loadtest.cli import _steps, register
 from loadtest.runner import Criteria, LoadConfig, LoadReport, Timeline
 from loadtest.stats import Summary
+from loadtest.timehist import RunHistograms
 from providers.base import MULAW_8000, PCM16_16000
 from providers.deepgram.protocol import CONVERSE_PATH
 from providers.simulators.deepgram import DeepgramSimulator
@@ -500,14 +500,12 @@ async def test_simulator_reports_how_late_its_own_loop_ran() -> None:
 def _report(p99_ms: float) -> LoadReport:
     """One call streaming 10 s with every frame on time and a constant added latency."""
     config = LoadConfig(url="http://x", calls=1, credentials=Credentials(twilio_auth_token="t"))
-    call = CallResult(
-        carrier="twilio",
-        call_sid="CA1",
-        audio_s_sent=10.0,
-        audio_s_received=10.0,
-        media_started_at=0.0,
-        lateness_ms=array("f", [0.5] * 500),
-    )
+    call = CallResult(carrier="twilio", call_sid="CA1", audio_s_sent=10.0, audio_s_received=10.0)
+    histograms = RunHistograms.starting(0.0)
+    for k in range(500):
+        histograms.lateness.record(k * 0.02, 0.5)
+    for t in range(100):
+        histograms.latency.record(t / 10, p99_ms)
     return LoadReport(
         config=config,
         wall_s=10.0,
@@ -518,7 +516,7 @@ def _report(p99_ms: float) -> LoadReport:
         lateness=Summary(),
         jitter_mean_ms=0.0,
         jitter_max_ms=0.0,
-        latency_points=[(t / 10, p99_ms) for t in range(100)],
+        histograms=histograms,
     )
 
 

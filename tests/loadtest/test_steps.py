@@ -7,6 +7,7 @@ from dataclasses import replace
 from loadtest.carriers.plan import CallResult, Credentials
 from loadtest.runner import Criteria, LoadConfig, LoadReport, Timeline, run_steps
 from loadtest.stats import Summary
+from loadtest.timehist import RunHistograms
 
 
 def _report(config: LoadConfig, p99: float, ratio: float, lateness_p99: float = 0.5) -> LoadReport:
@@ -21,7 +22,7 @@ def _report(config: LoadConfig, p99: float, ratio: float, lateness_p99: float = 
         lateness=Summary(count=100, p99=lateness_p99, max=lateness_p99),
         jitter_mean_ms=0.0,
         jitter_max_ms=0.0,
-        latency_points=[],
+        histograms=RunHistograms.starting(0.0),
     )
 
 
@@ -61,17 +62,16 @@ def test_ratio_to_baseline() -> None:
 def test_a_report_restricted_to_the_hold_window() -> None:
     """The ramp's set-up burst (late frames, slow first replies) is outside the bench's hold window."""
     started = 1000.0
-    calls = []
+    histograms = RunHistograms.starting(started)
     for offset in (0.0, 1.0):  # call 2 streams a second later, as during a ramp
-        result = CallResult(carrier="twilio", call_sid=f"CA{offset}", media_started_at=started + offset)
         # frame k due at start + k * 20 ms: 50 ms late during the first second of the run, then 1 ms
         for k in range(250):
             due = offset + k * 0.02
-            result.lateness_ms.append(50.0 if due < 1.0 else 1.0)
-        calls.append(result)
-    latency_points = [(0.5, 80.0), (1.5, 3.0), (2.5, 4.0), (6.0, 90.0)]
+            histograms.lateness.record(started + due, 50.0 if due < 1.0 else 1.0)
+    for at, latency in [(0.5, 80.0), (1.5, 3.0), (2.5, 4.0), (6.0, 90.0)]:
+        histograms.latency.record(started + at, latency)
     report = _report(LoadConfig(url="http://x", calls=2), p99=80.0, ratio=1.0)
-    report = replace(report, results=calls, latency_points=latency_points, started_at=started)
+    report = replace(report, histograms=histograms)
     held = report.in_window(1.0, 4.0)
     assert held.latency.count == 2 and held.latency.max == 4.0
     assert held.lateness.max == 1.0
