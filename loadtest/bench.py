@@ -1,7 +1,8 @@
 """``voicegw bench``: the standard benchmark matrix on this machine, with the honesty rules built in.
 
 The gateway (or the baseline echo) runs pinned to core 0; this process (the load generator) and any
-provider simulator run on core 1, so they cannot steal the server's CPU (scenario (d) gives the gateway
+provider simulator (served from this process's event loop, or with ``--simulator-process`` from its
+own process) run on core 1, so they cannot steal the server's CPU (scenario (d) gives the gateway
 both cores and says so). Each scenario climbs concurrency steps (calls ramped in over ``ramp_s``, then
 held ``duration_s``) until a step is not sustained; server CPU and RSS are sampled over the hold window
 from /proc. A step the generator could not drive (its own lateness) is recorded as generator-limited,
@@ -64,6 +65,8 @@ from loadtest.carriers.signing import twilio_signature
 from loadtest.procstat import ProcSampler, StealSampler
 from loadtest.runner import Criteria, LoadConfig, LoadReport, judge, run_load
 from loadtest.stats import Summary
+from providers.simulators.base import SimulatorServer
+from providers.simulators.cli import simulator_class
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +149,10 @@ class BenchOptions:
     webhook_s: float = 10.0
     date: str = field(default_factory=lambda: dt.date.today().isoformat())
     name: str | None = None  # results file stem (default: the date)
+    # The relaying provider simulator in this process's event loop, not a process of its own on the
+    # same core: one loop serves both load-side parties, so neither queues for the core behind the
+    # other (eighth session, docs/architecture.md "Performance, as measured").
+    simulator_in_process: bool = True
 
     @classmethod
     def quick_mode(cls, **overrides: Any) -> BenchOptions:
@@ -247,6 +254,7 @@ class Server:
     main: Child
     simulator: Child | None
     simulator_url: str | None
+    local_simulator: SimulatorServer | None = None  # the simulator in this process (simulator_in_process)
 
     @property
     def pids(self) -> tuple[int, ...]:
@@ -257,7 +265,9 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "gateway.cli", *args]
 
 
-async def start_server(sc: Scenario, env: BenchEnv, procs: Processes, tag: str) -> Server:
+async def start_server(
+    sc: Scenario, env: BenchEnv, procs: Processes, tag: str, *, simulator_in_process: bool = True
+) -> Server:
     port = free_port()
     url = f"http://{HOST}:{port}"
     if sc.server == "baseline":
@@ -267,21 +277,27 @@ async def start_server(sc: Scenario, env: BenchEnv, procs: Processes, tag: str) 
         child = procs.spawn(f"{tag}-baseline", argv, sc.cores, env.child_env, env.workdir)
         await wait_http(child, url + "/twilio/voice")
         return Server(sc, url, child, None, None)
-    sim = sim_url = None
+    sim = sim_url = local_sim = None
     db_url = f"sqlite:///{env.workdir / (tag + '.db')}"
     if sc.simulator is not None:
-        sim_port = free_port()
-        sim_url = f"http://{HOST}:{sim_port}"
-        argv = _cli("simulate", sc.simulator, "--relay", "--port", str(sim_port))  # on uvloop, as serve
-        sim = procs.spawn(f"{tag}-{sc.simulator}", argv, (GENERATOR_CORE,), env.child_env, env.workdir)
-        await wait_http(sim, sim_url + "/_sim/state")
+        if simulator_in_process:
+            local_sim = simulator_class(sc.simulator)()
+            local_sim.script.relay = True
+            sim_url = f"http://{HOST}:{await local_sim.start(HOST, 0)}"
+            local_sim.watch_loop_lag()
+        else:
+            sim_port = free_port()
+            sim_url = f"http://{HOST}:{sim_port}"
+            argv = _cli("simulate", sc.simulator, "--relay", "--port", str(sim_port))  # on uvloop, as serve
+            sim = procs.spawn(f"{tag}-{sc.simulator}", argv, (GENERATOR_CORE,), env.child_env, env.workdir)
+            await wait_http(sim, sim_url + "/_sim/state")
         tenant = env.workdir / f"{tag}-tenant.json"
         tenant.write_bytes(orjson.dumps(relay_tenant(sim_url)))
         run_checked(_cli("provision", str(tenant), "--db", db_url), env.child_env, env.workdir)
     argv = _cli("serve", "--db", db_url, "--port", str(port), "--demo", "--workers", str(sc.workers))
     child = procs.spawn(f"{tag}-gateway", argv, sc.cores, env.child_env, env.workdir)
     await wait_http(child, url + "/health")
-    return Server(sc, url, child, sim, sim_url)
+    return Server(sc, url, child, sim, sim_url, local_sim)
 
 
 async def warm_up(server: Server, env: BenchEnv) -> float:
@@ -697,7 +713,7 @@ async def run_scenario_once(
 ) -> None:
     tag = f"run{run + 1}-{sc.key}"
     load = {"run": run + 1, "before": _loadavg()}
-    server = await start_server(sc, env, procs, tag)
+    server = await start_server(sc, env, procs, tag, simulator_in_process=opts.simulator_in_process)
     try:
         floor_ms = await warm_up(server, env)
         criteria = criteria_for_floor(floor_ms, opts.ramp_s + opts.duration_s)
@@ -718,6 +734,8 @@ async def run_scenario_once(
         for child in (server.main, server.simulator):
             if child is not None:
                 procs.stop(child)
+        if server.local_simulator is not None:
+            await server.local_simulator.stop()
         load["after"] = _loadavg()
         data.loads.append(load)
 
@@ -836,6 +854,7 @@ def assemble(
             "quick": opts.quick,
             "server_core": SERVER_CORE,
             "generator_core": GENERATOR_CORE,
+            "simulator_in_process": opts.simulator_in_process,
         },
         "criteria": {
             "min_return_ratio": Criteria().min_return_ratio,

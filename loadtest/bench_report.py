@@ -88,7 +88,13 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
         f"after {m['load_average_after']} (other jobs shared this machine).",
         "",
         f"Server pinned to core {o['server_core']} (scenario (d): both cores); load generator and "
-        f"provider simulator on core {o['generator_core']}. Steps {o['steps']}, calls ramped in over "
+        f"provider simulator on core {o['generator_core']}"
+        + (
+            " (the simulator in the generator's own event loop: its CPU counts in gen. CPU %)"
+            if o.get("simulator_in_process")
+            else ""
+        )
+        + f". Steps {o['steps']}, calls ramped in over "
         f"{o['ramp_s']:g} s, "
         f"held {o['duration_s']:g} s; figures are medians of {o['runs']} run(s)"
         + (" (QUICK smoke test: tiny steps, not a measurement)" if o["quick"] else "")

@@ -119,6 +119,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             "name": args.name,
             "only": tuple(args.only.split(",")) if args.only else (),
             "profile": False if args.no_profile else None,
+            "simulator_in_process": False if args.simulator_process else None,
         }.items()
         if v is not None
     }
@@ -163,6 +164,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--name", help="results file name, without extension (default: the date)")
     b.add_argument("--only", help="comma-separated scenarios: baseline,a,b,c,d (default: all)")
     b.add_argument("--no-profile", action="store_true", help="skip the py-spy hot-spot pass on (a) and (b)")
+    b.add_argument(
+        "--simulator-process",
+        action="store_true",
+        help="(b), (c): the provider simulator in a process of its own on the generator's core "
+        "(default: in the generator's event loop)",
+    )
     b.add_argument(
         "--rejudge", metavar="JSON", help="re-apply the current rules to a results file (no new measurement)"
     )

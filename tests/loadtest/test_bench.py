@@ -25,6 +25,7 @@ from loadtest.bench import (
     TARGET_B_CALLS,
     TARGET_B_P99_CALLS,
     TARGET_C_CALLS,
+    BenchEnv,
     BenchOptions,
     ScenarioData,
     assemble,
@@ -32,8 +33,10 @@ from loadtest.bench import (
     measure_webhooks,
     rejudge,
     relay_tenant,
+    start_server,
     step_record,
     summarise_profile,
+    warm_up,
 )
 from loadtest.bench_procs import Processes
 from loadtest.bench_report import PLOTS, render_markdown, write_results
@@ -421,6 +424,23 @@ def test_children_are_pinned_and_stopped_with_their_own_children(tmp_path: Path)
     while group(child.pid) and time.monotonic() < deadline:  # reaped by init a moment later
         time.sleep(0.05)
     assert group(child.pid) == []
+
+
+async def test_a_relay_scenario_with_the_simulator_in_this_process(tmp_path: Path) -> None:
+    """``--simulator-in-process``: the gateway (its own process) relays through a simulator served by
+    the bench's own event loop; the warm-up calls reach it and come back."""
+    (relay,) = (sc for sc in SCENARIOS if sc.key == "b")
+    env = BenchEnv.create(tmp_path)
+    with Processes(tmp_path) as procs:
+        server = await start_server(relay, env, procs, "t-b", simulator_in_process=True)
+        try:
+            assert server.simulator is None and server.local_simulator is not None
+            floor_ms = await warm_up(server, env)  # raises unless the simulator saw the sessions
+            assert 0 < floor_ms < 100
+            assert server.local_simulator.sessions_started >= 2
+        finally:
+            assert server.local_simulator is not None
+            await server.local_simulator.stop()
 
 
 # -- network probes -------------------------------------------------------------------------------------
