@@ -283,7 +283,7 @@ async def start_server(
         if simulator_in_process:
             local_sim = simulator_class(sc.simulator)()
             local_sim.script.relay = True
-            sim_url = f"http://{HOST}:{await local_sim.start(HOST, 0)}"
+            sim_url = f"http://{HOST}:{await local_sim.start(HOST, 0, access_log=False)}"
             local_sim.watch_loop_lag()
         else:
             sim_port = free_port()

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from aiohttp import web
+from aiohttp.log import access_logger
 
 from gateway.loop_lag import watch_loop_lag
 from gateway.metrics import LOOP_LAG_BUCKETS_S, Histogram
@@ -82,9 +83,16 @@ class SimulatorServer(ABC):
         )
         return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, access_log: bool = True) -> int:
+        """Listens on ``host:port`` (0: any free port) and returns the port. Without ``access_log``
+        no line per request: the bench serves hundreds of sessions a step from its own process."""
         # A stopped simulator is a dead provider: live sessions are cut after 0.2 s, not drained.
-        self._runner = web.AppRunner(self.app(), handle_signals=False, shutdown_timeout=0.2)
+        self._runner = web.AppRunner(
+            self.app(),
+            handle_signals=False,
+            shutdown_timeout=0.2,
+            access_log=access_logger if access_log else None,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -426,13 +427,16 @@ def test_children_are_pinned_and_stopped_with_their_own_children(tmp_path: Path)
     assert group(child.pid) == []
 
 
-async def test_a_relay_scenario_with_the_simulator_in_this_process(tmp_path: Path) -> None:
-    """``--simulator-in-process``: the gateway (its own process) relays through a simulator served by
-    the bench's own event loop; the warm-up calls reach it and come back."""
+async def test_a_relay_scenario_with_the_simulator_in_this_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default placement: the gateway (its own process) relays through a simulator served by the
+    bench's own event loop; the warm-up calls reach it and come back, and it logs no line per session."""
     (relay,) = (sc for sc in SCENARIOS if sc.key == "b")
     env = BenchEnv.create(tmp_path)
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
     with Processes(tmp_path) as procs:
-        server = await start_server(relay, env, procs, "t-b", simulator_in_process=True)
+        server = await start_server(relay, env, procs, "t-b")
         try:
             assert server.simulator is None and server.local_simulator is not None
             floor_ms = await warm_up(server, env)  # raises unless the simulator saw the sessions
@@ -441,6 +445,7 @@ async def test_a_relay_scenario_with_the_simulator_in_this_process(tmp_path: Pat
         finally:
             assert server.local_simulator is not None
             await server.local_simulator.stop()
+    assert not [r for r in caplog.records if r.name == "aiohttp.access"]
 
 
 # -- network probes -------------------------------------------------------------------------------------
