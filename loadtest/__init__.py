@@ -5,8 +5,12 @@
   REST hang-up endpoint the gateway calls).
 - ``loadtest.runner``: ``run_load(LoadConfig) -> LoadReport``, ``run_steps`` (stepped concurrency),
   ``ratio_to_baseline``.
+- ``loadtest.timehist``: latency and lateness histograms per second of run time (memory that does
+  not grow with the number of samples).
 - ``loadtest.report``: terminal table, ``report.json``, ``report.html`` with PNG plots.
 - ``loadtest.baseline``: the minimal echo server every figure is compared with.
 
-Nothing here imports the gateway: it is driven over the network, as a carrier drives it.
+The gateway is driven over the network, as a carrier drives it; nothing here imports its call
+path. In-process beside the calls run only the shared uvloop runner (``gateway.event_loop``) and,
+in ``voicegw bench``, the relaying provider simulator (``providers.simulators``).
 """
