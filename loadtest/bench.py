@@ -66,7 +66,7 @@ from loadtest.procstat import ProcSampler, StealSampler
 from loadtest.runner import Criteria, LoadConfig, LoadReport, judge, run_load
 from loadtest.stats import Summary
 from providers.simulators.base import SimulatorServer
-from providers.simulators.cli import simulator_class
+from providers.simulators.cli import start_simulator
 
 log = logging.getLogger(__name__)
 
@@ -281,10 +281,8 @@ async def start_server(
     db_url = f"sqlite:///{env.workdir / (tag + '.db')}"
     if sc.simulator is not None:
         if simulator_in_process:
-            local_sim = simulator_class(sc.simulator)()
-            local_sim.script.relay = True
-            sim_url = f"http://{HOST}:{await local_sim.start(HOST, 0, access_log=False)}"
-            local_sim.watch_loop_lag()
+            local_sim = await start_simulator(sc.simulator, HOST, 0, relay=True, access_log=False)
+            sim_url = f"http://{HOST}:{local_sim.port}"
         else:
             sim_port = free_port()
             sim_url = f"http://{HOST}:{sim_port}"

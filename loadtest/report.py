@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from loadtest.runner import LoadReport
+from loadtest.timehist import GROWTH
 
 PLOTS = ("latency_over_time.png", "live_calls.png", "cpu.png", "latency_histogram.png")
 
@@ -77,10 +78,11 @@ def _plots(report: LoadReport, out: Path) -> None:
 
     tl = report.timeline
     over_time = report.histograms.latency.series()
+    slot_s = report.histograms.latency.slot_s  # 1 s, longer once a long run merged its slots
 
     def latency(ax: Any) -> None:
         for key, style in (("p50", "-"), ("p99", "-"), ("max", ":")):
-            ax.plot(over_time["t"], over_time[key], style, label=f"{key} per second")
+            ax.plot(over_time["t"], over_time[key], style, label=f"{key} per {slot_s:g} s")
 
     def cpu(ax: Any) -> None:
         if tl.gateway_cpu:
@@ -88,11 +90,11 @@ def _plots(report: LoadReport, out: Path) -> None:
         ax.plot(tl.t, tl.generator_cpu, "--", label="generator")
 
     def histogram(ax: Any) -> None:
-        # 2 %-wide log buckets (loadtest.timehist), drawn at their midpoints on a log axis.
+        # Log buckets (loadtest.timehist), drawn at their midpoints on a log axis, as wide as they are.
         buckets = report.histograms.latency.buckets()
         if buckets:
             values, counts = zip(*buckets, strict=True)
-            ax.bar(values, counts, width=[v * 0.02 for v in values])
+            ax.bar(values, counts, width=[v * (GROWTH - 1) for v in values])
             ax.set_xscale("log")
 
     plot("latency_over_time.png", "time (s)", "added latency (ms)", latency)

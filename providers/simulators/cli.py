@@ -9,6 +9,7 @@ import importlib
 import sys
 
 from gateway import event_loop
+from providers.simulators.base import SimulatorServer
 
 SIMULATORS: dict[str, str] = {
     "elevenlabs": "providers.simulators.elevenlabs:ElevenLabsSimulator",
@@ -30,14 +31,25 @@ def simulator_class(name: str) -> type:
     return cls
 
 
-async def _run(name: str, host: str, port: int, relay: bool = False) -> None:
-    sim = simulator_class(name)()
+async def start_simulator(
+    name: str, host: str, port: int, *, relay: bool = False, access_log: bool = True
+) -> SimulatorServer:
+    """The simulator ``name``, listening (``port`` 0: any free port, then read ``.port``).
+
+    ``relay``: every caller frame straight back, and its event loop's lag watched (``GET /_sim/lag``):
+    on the generator's core in ``voicegw bench``, which judges whether it kept up."""
+    sim = simulator_class(name)()  # the scripted simulators: each has a Script
     if relay:
         sim.script.relay = True
-    bound = await sim.start(host, port)
-    if relay:  # on the generator's core in `voicegw bench`, which judges whether it kept up
+    await sim.start(host, port, access_log=access_log)
+    if relay:
         sim.watch_loop_lag()
-    print(f"{name} simulator listening on {host}:{bound}", flush=True)
+    return sim
+
+
+async def _run(name: str, host: str, port: int, relay: bool = False) -> None:
+    sim = await start_simulator(name, host, port, relay=relay)
+    print(f"{name} simulator listening on {host}:{sim.port}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
