@@ -336,6 +336,9 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+MIN_MARGINAL_SHARE = 0.25  # below this share of the average cost per call, a marginal cost is noise
+
+
 def project_capacity(steps: Sequence[StepMedian], cores: int) -> Projection | None:
     """From the largest step whose CPU figures are usable (``cpu_usable``), else the first step."""
     usable = [
@@ -356,6 +359,10 @@ def project_capacity(steps: Sequence[StepMedian], cores: int) -> Projection | No
     if slope <= 0:
         return projection
     fixed = max(0.0, high.figures["server_cpu_percent"] - slope * high.calls)
+    if slope * 10.0 < MIN_MARGINAL_SHARE * per_call:
+        # Each extra call "costing" a small fraction of the average call: the two steps' CPU differs
+        # by less than the host's noise (the ninth session's (a): 0.03 against 0.70 ms, 5,856 calls).
+        return projection
     return replace(
         projection,
         marginal_calls=int((100.0 * cores - fixed) / slope),

@@ -216,6 +216,9 @@ def test_projection_uses_the_largest_step_with_usable_cpu_figures() -> None:
     idle = project_capacity(combine_runs([[step(100, cpu=30), step(200, cpu=50), step(300, "failed")]]), 1)
     assert idle is not None and idle.fixed_cpu_percent == pytest.approx(10.0)
     assert idle.marginal_calls == 450 and idle.calls == 400  # (100 - 10) / 0.2 vs 1000 / 2.5
+    flat = [step(25, cpu=3), step(1000, cpu=80), step(1200, cpu=80.5), step(1600, "failed")]
+    noise = project_capacity(combine_runs([flat]), cores=1)
+    assert noise is not None and noise.calls == 1490 and noise.marginal_calls is None  # not ~37,000
     p2 = project_capacity(combine_runs([[step(50, "failed", cpu=50)]]), cores=2)
     assert p2 is not None and not p2.from_clean_step and not p2.from_usable_step and p2.calls == 200
     limited = [step(100, cpu=40), step(200, "generator-limited", cpu=70, lateness_p99_ms=9.0)]
