@@ -138,8 +138,10 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
         "PROJECTION = 1 core (2 for (d)) / server CPU per call at the largest step whose CPU figure is "
         "usable (sustained, or generator-limited with the generator's lateness p99 <= 20 ms and >= 99 % of "
         "frames back: the gateway still handled every frame); the marginal variant subtracts the idle CPU "
-        "and divides the rest by the CPU each extra call adds between the two largest usable steps. Both "
-        "are extrapolations, not measurements; latency usually degrades before a core is 100 % busy.",
+        "and divides the rest by the CPU each extra call adds between the two largest usable steps (left "
+        "out when that is under a quarter of the average call's: the steps differed by less than the "
+        "noise). Both are extrapolations, not measurements; latency usually degrades before a core is "
+        "100 % busy.",
         "",
     ]
     for key, s in doc["scenarios"].items():
