@@ -356,13 +356,11 @@ def project_capacity(steps: Sequence[StepMedian], cores: int) -> Projection | No
     slope = (high.figures["server_cpu_percent"] - low.figures["server_cpu_percent"]) / (
         high.calls - low.calls
     )
-    if slope <= 0:
+    if slope * 10.0 < MIN_MARGINAL_SHARE * per_call:
+        # Each extra call "costing" a small fraction of the average call (or nothing): the two steps'
+        # CPU differs by less than the host's noise (the ninth session's (a): 0.03 against 0.70 ms).
         return projection
     fixed = max(0.0, high.figures["server_cpu_percent"] - slope * high.calls)
-    if slope * 10.0 < MIN_MARGINAL_SHARE * per_call:
-        # Each extra call "costing" a small fraction of the average call: the two steps' CPU differs
-        # by less than the host's noise (the ninth session's (a): 0.03 against 0.70 ms, 5,856 calls).
-        return projection
     return replace(
         projection,
         marginal_calls=int((100.0 * cores - fixed) / slope),
