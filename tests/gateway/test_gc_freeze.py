@@ -91,3 +91,19 @@ async def test_nothing_is_frozen_without_new_calls(live: int) -> None:
         young = _Cycle()
         await asyncio.sleep(0.1)
         assert any(o is young for o in gc.get_objects())
+
+
+async def test_start_up_freeze_after_the_policy_starts_is_not_growth() -> None:
+    """serve freezes its start-up objects just after the policy task is created: the first valve
+    must not see them as a leak and stop live calls for a full collection."""
+    counters = {"started": 0, "live": 3}
+    gc.collect()
+    async with _policy(counters):
+        start_up_cycle = _Cycle()
+        probe = weakref.ref(start_up_cycle)
+        start_up_objects = [[] for _ in range(LEAK_SLACK + 3 * MAX_FROZEN_PER_CALL + 10)]
+        gc.freeze()  # what serve_cli's start-up freeze does
+        del start_up_cycle
+        await asyncio.sleep(0.3)  # past two valves
+        assert probe() is not None  # no full collection ran while calls were live
+        assert len(start_up_objects) > LEAK_SLACK
