@@ -67,7 +67,8 @@ async def test_call_objects_are_frozen_and_an_idle_collection_frees_a_frozen_cyc
     async with _policy(counters):
         call_object = _Cycle()
         probe = weakref.ref(call_object)
-        call_state = [[] for _ in range(IDLE_SLACK + 10)]  # the frozen set grows by at least this
+        # the frozen set grows by at least this
+        call_state: list[list[int]] = [[] for _ in range(IDLE_SLACK + 10)]
         counters["started"] += 1
         await asyncio.sleep(0.1)
         assert not any(o is call_object for o in gc.get_objects())  # frozen: collections skip it
@@ -101,7 +102,7 @@ async def test_start_up_freeze_after_the_policy_starts_is_not_growth() -> None:
     async with _policy(counters):
         start_up_cycle = _Cycle()
         probe = weakref.ref(start_up_cycle)
-        start_up_objects = [[] for _ in range(LEAK_SLACK + 3 * MAX_FROZEN_PER_CALL + 10)]
+        start_up_objects: list[list[int]] = [[] for _ in range(LEAK_SLACK + 3 * MAX_FROZEN_PER_CALL + 10)]
         gc.freeze()  # what serve_cli's start-up freeze does
         del start_up_cycle
         await asyncio.sleep(0.3)  # past two valves
