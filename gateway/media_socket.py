@@ -169,13 +169,13 @@ class MediaSocket:
         if not self._transport.is_closing():
             self._transport.resume_reading()
 
-    def send_text(self, text: str | bytes, then: str | None = None) -> bool:
-        """Queue one text message for the carrier (and ``then``, a second one, in the same write);
-        False when it cannot be sent now (closing, or ``max_unsent_bytes`` already wait because
-        the carrier is not reading)."""
-        frame = encode_frame(OP_TEXT, text.encode() if isinstance(text, str) else text)
+    def send_text(self, text: bytes, then: bytes | None = None) -> bool:
+        """Queue one text message (its UTF-8 bytes) for the carrier, and ``then``, a second one,
+        in the same write; False when it cannot be sent now (closing, or ``max_unsent_bytes``
+        already wait because the carrier is not reading)."""
+        frame = encode_frame(OP_TEXT, text)
         if then is not None:
-            frame += encode_frame(OP_TEXT, then.encode())
+            frame += encode_frame(OP_TEXT, then)
         return self._send_frame(frame)
 
     def send_binary(self, data: bytes) -> bool:

@@ -85,7 +85,7 @@ class Audio:
     def raw(self) -> bytes:
         if self._raw is None:
             assert self._b64 is not None
-            self._raw = pybase64.b64decode(self._b64, validate=True)
+            self._raw = b64decode_strict(self._b64)
         return self._raw
 
     @property
@@ -123,7 +123,14 @@ def audio_from_b64(fmt: AudioFormat, text: str) -> Audio:
     message is parsed, so the session skips and counts that message (``WsProviderSession``)
     instead of forwarding it to the carrier unchecked or failing later in the transcoder. Both
     representations are kept: passthrough sends the same text, a transcoder never decodes again."""
-    return Audio(fmt, raw=pybase64.b64decode(text, validate=True), b64=text)
+    return Audio(fmt, raw=b64decode_strict(text), b64=text)
+
+
+def b64decode_strict(text: str) -> bytes:
+    """Base64 with its alphabet and padding checked (``ValueError`` otherwise), decoded in C.
+    ``validate`` goes by position: pybase64 parses a keyword argument in about as long as the
+    decode of a 20 ms frame takes (measured 565 vs 298 ns a call)."""
+    return pybase64.b64decode(text, None, True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ async def echo(request: web.Request) -> web.StreamResponse:
             tasks.add(task)
             return
         if payload.startswith(b"pair:"):  # a frame and the mark that follows it: one write
-            sock.send_text(payload[5:], "mark")
+            sock.send_text(payload[5:], b"mark")
             return
         sock.send_text(payload)
 

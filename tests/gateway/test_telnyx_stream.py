@@ -258,10 +258,10 @@ def test_outbound_shapes_have_no_stream_id() -> None:
     assert stream.outbound_format == MULAW_8000  # our TeXML sets bidirectionalCodec="PCMU"
     ulaw = pcm16_to_ulaw(bytes(320))
     assert stream.media_message(Audio(MULAW_8000, raw=ulaw)) == (
-        '{"event":"media","media":{"payload":"' + base64.b64encode(ulaw).decode() + '"}}'
+        b'{"event":"media","media":{"payload":"' + base64.b64encode(ulaw) + b'"}}'
     )
-    assert stream.mark_message("greeting-end") == '{"event":"mark","mark":{"name":"greeting-end"}}'
-    assert stream.clear_message() == '{"event":"clear"}'
+    assert stream.mark_message("greeting-end") == b'{"event":"mark","mark":{"name":"greeting-end"}}'
+    assert stream.clear_message() == b'{"event":"clear"}'
     with pytest.raises(ValueError, match="PCMU"):
         stream.media_message(Audio(PCM16_16000, raw=bytes(640)))
 

@@ -332,9 +332,26 @@ def test_outbound_shapes_are_exact() -> None:
         "media": {"payload": base64.b64encode(b"\x7f\x00\xff").decode()},
     }
     assert (
-        stream.mark_message("utt-42") == f'{{"event":"mark","streamSid":"{SID}","mark":{{"name":"utt-42"}}}}'
+        stream.mark_message("utt-42")
+        == f'{{"event":"mark","streamSid":"{SID}","mark":{{"name":"utt-42"}}}}'.encode()
     )
-    assert stream.clear_message() == f'{{"event":"clear","streamSid":"{SID}"}}'
+    assert stream.clear_message() == f'{{"event":"clear","streamSid":"{SID}"}}'.encode()
+
+
+@pytest.mark.parametrize("sid", [SID, 'MZ"quoted\\back', "MZ\u00e9\n\u2028"])
+def test_media_message_is_the_bytes_orjson_would_give(sid: str) -> None:
+    """The media message is put together from a head made at start, not dumped per frame: it must
+    still be exactly the JSON of the dict, whatever the stream SID needs escaped."""
+    stream = TwilioStream()
+    stream.receive(connected())
+    stream.receive(dumps(start(streamSid=sid) | {"streamSid": sid}))
+    audio = Audio(MULAW_8000, raw=bytes(range(160)))
+    expected = {
+        "event": "media",
+        "streamSid": sid,
+        "media": {"payload": base64.b64encode(bytes(range(160))).decode()},
+    }
+    assert stream.media_message(audio) == orjson.dumps(expected)
 
 
 def test_outbound_escapes_mark_names() -> None:
@@ -345,6 +362,8 @@ def test_outbound_escapes_mark_names() -> None:
 def test_outbound_needs_start_and_mulaw() -> None:
     with pytest.raises(RuntimeError):
         TwilioStream().clear_message()
+    with pytest.raises(RuntimeError):
+        TwilioStream().media_message(Audio(MULAW_8000, raw=bytes(160)))
     with pytest.raises(ValueError, match="mulaw"):
         started().media_message(Audio(ALAW_8000, raw=pcm16_to_alaw(bytes(320))))
 
