@@ -18,6 +18,7 @@ from gateway.app import GatewayContext, close_context, create_app, drain, open_c
 from gateway.config import Settings
 from loadtest.carriers.plan import Credentials
 from loadtest.carriers.telnyx_api import TelnyxApi
+from tests.e2e.serve_process import ServeProcess, spawn_serve
 
 TWILIO_TOKEN = "e2e-twilio-auth-token"
 
@@ -94,3 +95,12 @@ async def gateway(tmp_path: Path, telnyx_api: TelnyxApi) -> AsyncIterator[Runnin
     gw, runner = await start_gateway(settings, creds, telnyx_api)
     yield gw
     await stop_gateway(gw, runner)
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[ServeProcess]:
+    sp = await spawn_serve(tmp_path)
+    yield sp
+    if sp.proc.returncode is None:
+        sp.proc.kill()
+        await sp.proc.wait()

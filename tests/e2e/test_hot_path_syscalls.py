@@ -23,7 +23,7 @@ import pytest
 from loadtest.carriers.call import place_call
 from loadtest.carriers.plan import CallPlan, CallResult
 from loadtest.pacer import Pacer
-from tests.e2e.test_serve import ServeProcess, served  # noqa: F401 (fixture)
+from tests.e2e.serve_process import ServeProcess
 
 CALLS = 20  # 1,000 frames a second each way: one extra syscall per frame would be 2.5x the budget below
 CALL_S = 6.0
@@ -64,7 +64,7 @@ async def _count_syscalls(pid: int, seconds: float) -> str:
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed on this machine")
-async def test_one_read_and_one_write_per_frame(served: ServeProcess) -> None:  # noqa: F811
+async def test_one_read_and_one_write_per_frame(served: ServeProcess) -> None:
     results: list[CallResult] = []
     pacer = Pacer()
 

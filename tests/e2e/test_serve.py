@@ -4,103 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import os
 import signal
-import socket
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.carriers.call import place_call
-from loadtest.carriers.plan import CallPlan, Credentials
+from loadtest.carriers.plan import CallPlan
 from loadtest.cli import register
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class ServeProcess:
-    proc: asyncio.subprocess.Process
-    url: str
-    db: Path
-    credentials: Credentials
-    internal_url: str | None = None
-
-
-async def _spawn(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> ServeProcess:
-    seed = os.urandom(32)
-    public = (
-        Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    )
-    port = _free_port()
-    db = tmp_path / "serve.db"
-    full_env = {
-        **os.environ,
-        "VOICEGW_TWILIO_AUTH_TOKEN": "serve-test-token",
-        "VOICEGW_TELNYX_PUBLIC_KEY": base64.b64encode(public).decode(),
-        "VOICEGW_DRAIN_SECONDS": "3",
-        "VOICEGW_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
-        **(env or {}),
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway.cli",
-        "serve",
-        "--demo",
-        "--port",
-        str(port),
-        "--db",
-        str(db),
-        *extra,
-        cwd=tmp_path,
-        env=full_env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    internal = full_env.get("VOICEGW_INTERNAL_PORT")
-    health_url = f"http://127.0.0.1:{internal}/health" if internal else url + "/health"
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            try:
-                async with http.get(health_url) as resp:
-                    if resp.status == 200:
-                        break
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.05)
-        else:
-            proc.kill()
-            out = await proc.stdout.read() if proc.stdout else b""
-            raise AssertionError(f"voicegw serve did not come up:\n{out.decode()[-3000:]}")
-    creds = Credentials(
-        twilio_auth_token="serve-test-token", telnyx_private_key=base64.b64encode(seed).decode()
-    )
-    return ServeProcess(proc, url, db, creds, f"http://127.0.0.1:{internal}" if internal else None)
-
-
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[ServeProcess]:
-    sp = await _spawn(tmp_path)
-    yield sp
-    if sp.proc.returncode is None:
-        sp.proc.kill()
-        await sp.proc.wait()
+from tests.e2e.serve_process import ServeProcess, free_port, spawn_serve
 
 
 async def test_health_ready_metrics(served: ServeProcess) -> None:
@@ -188,7 +104,7 @@ async def test_sigterm_drains_live_calls_then_exits_zero(served: ServeProcess) -
 
 
 async def test_drain_deadline_ends_remaining_calls_cleanly(tmp_path: Path) -> None:
-    sp = await _spawn(tmp_path, env={"VOICEGW_DRAIN_SECONDS": "1"})
+    sp = await spawn_serve(tmp_path, env={"VOICEGW_DRAIN_SECONDS": "1"})
     async with aiohttp.ClientSession() as http:
         call = asyncio.create_task(
             place_call(
@@ -234,7 +150,7 @@ async def test_processes_and_threads_are_named_for_operators(served: ServeProces
 
 
 async def test_two_workers_share_the_port(tmp_path: Path) -> None:
-    sp = await _spawn(tmp_path, "--workers", "2")
+    sp = await spawn_serve(tmp_path, "--workers", "2")
     try:
         if sys.platform.startswith("linux"):
             port = sp.url.rsplit(":", 1)[1]
@@ -259,8 +175,8 @@ async def test_two_workers_share_the_port(tmp_path: Path) -> None:
 
 
 async def test_internal_port_serves_operator_endpoints_only(tmp_path: Path) -> None:
-    internal = _free_port()
-    sp = await _spawn(tmp_path, env={"VOICEGW_INTERNAL_PORT": str(internal)})
+    internal = free_port()
+    sp = await spawn_serve(tmp_path, env={"VOICEGW_INTERNAL_PORT": str(internal)})
     try:
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{sp.internal_url}/metrics") as resp:
