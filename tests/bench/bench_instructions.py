@@ -8,7 +8,9 @@ by ``tests/e2e/test_hot_path_syscalls.py``.
 
 The gateway runs under valgrind (about 50x slower), so a few calls are already a heavy load for it
 and its loop wakes for several frames at a time, as at a few hundred calls without valgrind. The
-count starts once the calls are in their steady state and stops before they end.
+count starts once the calls are in their steady state and stops before they end; a window of the
+same length with no call is counted first and taken off, so the figure is what frames cost, not
+the gateway's own timers (at a few calls those would be a quarter of it).
 
 Run: .venv/bin/python tests/bench/bench_instructions.py [--scenario echo relay-mulaw relay-pcm16]
      [--calls 4] [--window 4] (needs valgrind; a scenario takes about 40 s)
