@@ -20,7 +20,7 @@ async def watch_loop_lag(observe: Callable[[float], None], interval_s: float = I
 
     Each tick is a bare ``call_at`` timer, not a task sleeping: no future, no task step and no
     coroutine resume per tick. Sleeping cost an idle gateway 17.3M instructions per 4 s against
-    10.7M now (``tests/bench/bench_instructions.py``), and on Python 3.11 a ``getpid`` system
+    10.7M now (``voicegw bench --only cost``), and on Python 3.11 a ``getpid`` system
     call per tick, 200 a second."""
     loop = asyncio.get_running_loop()
     ticker = _Ticker(loop, observe, interval_s)

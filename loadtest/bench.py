@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest import frame_cost
 from loadtest.bench_procs import HOST, Child, Processes, free_port, run_checked, uvloop_argv, wait_http
 from loadtest.bench_results import (
     HoldFigures,
@@ -153,13 +154,27 @@ class BenchOptions:
     # same core: one loop serves both load-side parties, so neither queues for the core behind the
     # other (eighth session, docs/architecture.md "Performance, as measured").
     simulator_in_process: bool = True
+    # Instructions and system calls per frame, counted under callgrind and strace
+    # (loadtest/frame_cost.py): figures the host's speed does not move. About 4 minutes.
+    frame_cost: bool = True
 
     @classmethod
     def quick_mode(cls, **overrides: Any) -> BenchOptions:
         base = cls(
-            steps=QUICK_STEPS, duration_s=3.0, ramp_s=1.0, runs=1, quick=True, profile=False, webhook_s=2.0
+            steps=QUICK_STEPS,
+            duration_s=3.0,
+            ramp_s=1.0,
+            runs=1,
+            quick=True,
+            profile=False,
+            webhook_s=2.0,
+            frame_cost=False,
         )
         return replace(base, **overrides)
+
+    def counts_frame_cost(self) -> bool:
+        """``--only cost`` asks for the counts alone, in quick mode too."""
+        return "cost" in self.only or (self.frame_cost and not self.only)
 
     def scenarios(self) -> tuple[Scenario, ...]:
         return tuple(s for s in SCENARIOS if not self.only or s.key in self.only)
@@ -242,6 +257,14 @@ def relay_tenant(simulator_url: str) -> dict[str, Any]:
             }
         ],
     }
+
+
+# The kinds of call whose per-frame cost is counted: (a)'s, (b)'s and (c)'s.
+COST_CASES = (
+    frame_cost.CostCase("a", DEMO_NUMBER),
+    frame_cost.CostCase("b", RELAY_MULAW_NUMBER, relay_tenant=relay_tenant),
+    frame_cost.CostCase("c", RELAY_PCM_NUMBER, relay_tenant=relay_tenant),
+)
 
 
 # -- one server under test ----------------------------------------------------------------------------
@@ -806,6 +829,7 @@ def assemble(
     webhooks: list[dict[str, Any]],
     started: float,
     finished: tuple[str, list[float]] | None = None,
+    frame_cost: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The results document. ``finished`` (time, load averages) keeps a re-judged document's originals."""
     finished_at, load_after = finished or (dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), _loadavg())
@@ -861,6 +885,7 @@ def assemble(
         },
         "scenarios": scenarios,
         "webhook": {"runs": webhooks, "p99_ms_median": webhook_p99, "target_p99_ms": TARGET_WEBHOOK_P99_MS},
+        "frame_cost": frame_cost or {},
         "targets": [t.to_json() for t in evaluate_targets(summaries, webhook_p99, webhook_rate)],
     }
 
@@ -897,9 +922,14 @@ async def run_bench(opts: BenchOptions, progress: Progress = print) -> dict[str,
                         webhooks.append(await run_webhook_test(env, opts, procs, run))
                     except (RuntimeError, OSError, aiohttp.ClientError) as exc:
                         progress(f"  webhook test failed: {exc}")
+            frame_costs: dict[str, Any] = {}
+            if opts.counts_frame_cost():
+                frame_costs = await asyncio.to_thread(
+                    frame_cost.measure, COST_CASES, Path(tmp), env.child_env, SERVER_CORE, progress
+                )
     finally:
         os.sched_setaffinity(0, previous_affinity)
-    return assemble(opts, machine, data, webhooks, started)
+    return assemble(opts, machine, data, webhooks, started, frame_cost=frame_costs)
 
 
 def rejudge(doc: dict[str, Any]) -> dict[str, Any]:
@@ -944,6 +974,6 @@ def rejudge(doc: dict[str, Any]) -> dict[str, Any]:
     machine = {k: v for k, v in doc["machine"].items() if k != "load_average_after"}
     started = dt.datetime.fromisoformat(doc["started_at"]).timestamp()
     finished = (doc["finished_at"], doc["machine"]["load_average_after"])
-    out = assemble(opts, machine, data, doc["webhook"]["runs"], started, finished)
+    out = assemble(opts, machine, data, doc["webhook"]["runs"], started, finished, doc.get("frame_cost"))
     out["rejudged_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     return out

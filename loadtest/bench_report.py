@@ -238,6 +238,7 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
         out.append("")
     else:
         out += ["Not run.", ""]
+    out += _frame_cost(doc.get("frame_cost") or {})
     profiles = {k: s["profile"] for k, s in doc["scenarios"].items() if s.get("profile")}
     if profiles:
         out += [
@@ -267,6 +268,46 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
         out += ["## Plots", ""] + [f"![{label}]({plots_dir}/{name})" for name, _, label in PLOTS] + [""]
     out.append(f"Raw figures: [{doc['date']}.json]({doc['date']}.json)")
     return "\n".join(out) + "\n"
+
+
+def _frame_cost(costs: dict[str, Any]) -> list[str]:
+    """The counted per-frame costs: figures to compare across days, which the timed ones are not."""
+    if not costs:
+        return []
+    out = [
+        "## Cost per frame (counted, not timed)",
+        "",
+        "A real `voicegw serve` carrying a few calls of each scenario's kind (`loadtest/frame_cost.py`). "
+        "Instructions: user space under callgrind, 4 calls, a window with no call taken off, per caller "
+        "frame carried in and back. System calls: `strace -c` on every thread, 20 calls; reads per caller "
+        "frame, writes per frame sent back, event-loop waits per caller frame, and the rest per second. "
+        "Both repeat within a few per cent whatever the host's speed.",
+        "",
+    ]
+    rows = []
+    for key, c in costs.items():
+        ins, sys_ = c.get("instructions", {}), c.get("syscalls", {})
+        rows.append(
+            [
+                f"({key})",
+                f"{ins['instructions_per_frame']:,}" if "instructions_per_frame" in ins else "-",
+                f"{ins['idle_instructions_per_s']:,}" if "idle_instructions_per_s" in ins else "-",
+                *(
+                    f"{sys_[k]:.2f}" if k in sys_ else "-"
+                    for k in ("reads_per_frame", "writes_per_frame", "waits_per_frame")
+                ),
+                f"{sys_['other_per_s']:.0f}" if "other_per_s" in sys_ else "-",
+            ]
+        )
+    header = ["scenario", "instructions/frame", "idle instructions/s", "reads/frame", "writes/frame"]
+    out += _table([*header, "waits/frame", "other syscalls/s"], rows)
+    skipped = [
+        f"- ({key}) {what}: {r['skipped']}"
+        for key, c in costs.items()
+        for what, r in c.items()
+        if "skipped" in r
+    ]
+    return [*out, "", *([*skipped, ""] if skipped else [])]
 
 
 def write_plots(doc: dict[str, Any], directory: Path) -> list[Path]:

@@ -120,6 +120,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             "only": tuple(args.only.split(",")) if args.only else (),
             "profile": False if args.no_profile else None,
             "simulator_in_process": False if args.simulator_process else None,
+            "frame_cost": False if args.no_frame_cost else None,
         }.items()
         if v is not None
     }
@@ -162,7 +163,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--runs", type=int, help="runs per scenario; figures are medians (default 3)")
     b.add_argument("--out", default="bench/results", help="results directory (default bench/results)")
     b.add_argument("--name", help="results file name, without extension (default: the date)")
-    b.add_argument("--only", help="comma-separated scenarios: baseline,a,b,c,d (default: all)")
+    b.add_argument(
+        "--only",
+        help="comma-separated parts: baseline,a,b,c,d, webhook, cost (instructions and system calls per "
+        "frame, counted under callgrind and strace) (default: all)",
+    )
+    b.add_argument(
+        "--no-frame-cost", action="store_true", help="skip the per-frame instruction and syscall counts"
+    )
     b.add_argument("--no-profile", action="store_true", help="skip the py-spy hot-spot pass on (a) and (b)")
     b.add_argument(
         "--simulator-process",

@@ -22,6 +22,7 @@ import pytest
 
 from loadtest.carriers.call import place_call
 from loadtest.carriers.plan import CallPlan, CallResult
+from loadtest.frame_cost import POLLS, parse_strace_summary
 from loadtest.pacer import Pacer
 from tests.e2e.serve_process import ServeProcess
 
@@ -30,22 +31,10 @@ CALL_S = 6.0
 WINDOW_S = 2.0
 # Frames the counters and strace's window may disagree on (calls start and stop streaming around it).
 SLACK = 0.1
-# System calls made at a fixed rate whatever the load (~290 a second measured): on Python 3.11 every
-# asyncio.get_running_loop() checks getpid(), and the 200-a-second loop-lag timer's sleep calls it
-# (3.12 dropped the check); thread wake-ups (futex) and the SQLite writer's file calls.
+# System calls made at a fixed rate whatever the load: thread wake-ups (futex), the SQLite writer's
+# file calls, and on Python 3.11 a getpid() per asyncio.get_running_loop() (~290 a second measured
+# while the loop-lag probe still slept on a task, 200 of them getpid; it now ticks on call_at).
 BACKGROUND_PER_S = 400
-POLLS = ("epoll_pwait", "epoll_wait")
-
-
-def _strace_summary(text: str) -> dict[str, int]:
-    """``{syscall: calls}`` from ``strace -c`` output (columns: %, seconds, usecs, calls, [errors,] name)."""
-    counts: dict[str, int] = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 5 or not fields[0][0].isdigit() or fields[-1] == "total":
-            continue
-        counts[fields[-1]] = int(fields[3])
-    return counts
 
 
 async def _count_syscalls(pid: int, seconds: float) -> str:
@@ -91,7 +80,7 @@ async def test_one_read_and_one_write_per_frame(served: ServeProcess) -> None:
         sent, back = (now - before for now, before in zip(frames(), (sent_before, back_before), strict=True))
         done = await calls
     await pacer.aclose()
-    counts = _strace_summary(summary)
+    counts = parse_strace_summary(summary)
 
     assert all(not r.errors and r.return_ratio > 0.99 for r in done), [r.errors for r in done]
     assert sent > CALLS * 50 and back > CALLS * 50, (sent, back)
