@@ -346,7 +346,7 @@ def write_results(doc: dict[str, Any], out: Path, plots: bool = True) -> Path:
     stem = doc.get("name") or doc["date"]
     (out / f"{stem}.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
     plots_dir = None
-    if plots:
+    if plots and any(s["runs"] for s in doc["scenarios"].values()):  # not for `--only cost`
         write_plots(doc, out / stem)
         plots_dir = stem
     md = out / f"{stem}.md"

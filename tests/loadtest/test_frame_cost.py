@@ -5,12 +5,13 @@ system-call count itself runs for real in tests/e2e/test_hot_path_syscalls.py.""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from loadtest.bench import BenchOptions, assemble, rejudge
-from loadtest.bench_report import render_markdown
+from loadtest.bench_report import render_markdown, write_results
 from loadtest.frame_cost import FRAME_ENTRY, parse_callgrind, parse_strace_summary, syscalls_per_frame
 
 # A callgrind dump in its documented format, cut down: names are compressed to "(id)" after their
@@ -75,7 +76,7 @@ def _costs() -> dict[str, Any]:
     }
 
 
-def test_the_counts_are_reported_and_survive_a_rejudge() -> None:
+def test_the_counts_are_reported_and_survive_a_rejudge(tmp_path: Path) -> None:
     machine = {
         "nproc": 2,
         "cpu_model": "Test CPU",
@@ -93,6 +94,9 @@ def test_the_counts_are_reported_and_survive_a_rejudge() -> None:
     assert "- (c) instructions: valgrind is not installed" in md
     again = rejudge(orjson.loads(orjson.dumps(doc)))
     assert again["frame_cost"] == doc["frame_cost"]
+    write_results(doc, tmp_path)  # a run of the counts alone has no plots to draw
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".md"]
+    assert "## Plots" not in (tmp_path / f"{doc['date']}.md").read_text()
 
 
 def test_the_counts_run_by_default_or_when_asked_for_alone() -> None:
