@@ -266,7 +266,8 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
             out.append("")
     if plots_dir is not None:
         out += ["## Plots", ""] + [f"![{label}]({plots_dir}/{name})" for name, _, label in PLOTS] + [""]
-    out.append(f"Raw figures: [{doc['date']}.json]({doc['date']}.json)")
+    stem = doc.get("name") or doc["date"]
+    out.append(f"Raw figures: [{stem}.json]({stem}.json)")
     return "\n".join(out) + "\n"
 
 

@@ -97,6 +97,8 @@ def test_the_counts_are_reported_and_survive_a_rejudge(tmp_path: Path) -> None:
     write_results(doc, tmp_path)  # a run of the counts alone has no plots to draw
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".md"]
     assert "## Plots" not in (tmp_path / f"{doc['date']}.md").read_text()
+    named = render_markdown(doc | {"name": "2026-01-01-evening"})
+    assert named.endswith("Raw figures: [2026-01-01-evening.json](2026-01-01-evening.json)\n")
 
 
 def test_the_counts_run_by_default_or_when_asked_for_alone() -> None:
