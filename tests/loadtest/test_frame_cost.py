@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from loadtest.bench import BenchOptions, assemble, rejudge
+from loadtest.bench import BenchOptions, assemble, machine_info, rejudge
 from loadtest.bench_report import render_markdown, write_results
 from loadtest.frame_cost import FRAME_ENTRY, parse_callgrind, parse_strace_summary, syscalls_per_frame
 
@@ -77,16 +77,7 @@ def _costs() -> dict[str, Any]:
 
 
 def test_the_counts_are_reported_and_survive_a_rejudge(tmp_path: Path) -> None:
-    machine = {
-        "nproc": 2,
-        "cpu_model": "Test CPU",
-        "python": "3.11",
-        "platform": "linux",
-        "aiohttp": "3",
-        "uvloop": "0.2",
-        "load_average": [0.1, 0.1, 0.1],
-    }
-    doc = assemble(BenchOptions(runs=1), machine, {}, [], time.time(), frame_cost=_costs())
+    doc = assemble(BenchOptions(runs=1), machine_info(), {}, [], time.time(), frame_cost=_costs())
     md = render_markdown(doc)
     assert "## Cost per frame (counted, not timed)" in md
     assert "| (b) | 49,408 | 2,680,000 | 1.00 | 1.00 | 0.20 | 31 |" in md
