@@ -18,7 +18,6 @@ process, which only batches reads: upper bounds).
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import signal
@@ -167,7 +166,9 @@ def _gateway_with_calls(
     streaming, from ``WARM_S`` into their steady state; everything is stopped on the way out."""
     tag = f"cost-{case.key}-{'wrapped' if wrap else 'plain'}"
     children: list[subprocess.Popen[bytes]] = []
-    pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
+    # taskset, not a preexec_fn: this runs in a worker thread of the bench, and Python code between
+    # fork and exec may deadlock when other threads exist.
+    pin = ["taskset", "-c", str(core)] if core is not None else []
     with (workdir / f"{tag}.log").open("wb") as log:
         try:
             db = f"sqlite:///{workdir / (tag + '.db')}"
@@ -183,8 +184,8 @@ def _gateway_with_calls(
                 subprocess.run(provision, cwd=workdir, env=env, check=True, stdout=log, stderr=log)
             port = free_port()
             base = f"http://{HOST}:{port}"
-            serve = [*wrap, *_cli("serve", "--db", db, "--port", str(port), "--demo")]
-            gateway = subprocess.Popen(serve, cwd=workdir, env=env, stdout=log, stderr=log, preexec_fn=pin)
+            serve = [*pin, *wrap, *_cli("serve", "--db", db, "--port", str(port), "--demo")]
+            gateway = subprocess.Popen(serve, cwd=workdir, env=env, stdout=log, stderr=log)
             children.append(gateway)
             _wait_http(base + "/health", 180)
             time.sleep(WARM_S)
