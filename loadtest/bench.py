@@ -38,7 +38,16 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest import frame_cost
-from loadtest.bench_procs import HOST, Child, Processes, free_port, run_checked, uvloop_argv, wait_http
+from loadtest.bench_procs import (
+    HOST,
+    Child,
+    Processes,
+    free_port,
+    run_checked,
+    uvloop_argv,
+    voicegw_argv,
+    wait_http,
+)
 from loadtest.bench_results import (
     HoldFigures,
     ScenarioSummary,
@@ -284,10 +293,6 @@ class Server:
         return (self.main.pid,)
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway.cli", *args]
-
-
 async def start_server(
     sc: Scenario, env: BenchEnv, procs: Processes, tag: str, *, simulator_in_process: bool = True
 ) -> Server:
@@ -309,13 +314,14 @@ async def start_server(
         else:
             sim_port = free_port()
             sim_url = f"http://{HOST}:{sim_port}"
-            argv = _cli("simulate", sc.simulator, "--relay", "--port", str(sim_port))  # on uvloop, as serve
+            # on uvloop, as serve
+            argv = voicegw_argv("simulate", sc.simulator, "--relay", "--port", str(sim_port))
             sim = procs.spawn(f"{tag}-{sc.simulator}", argv, (GENERATOR_CORE,), env.child_env, env.workdir)
             await wait_http(sim, sim_url + "/_sim/state")
         tenant = env.workdir / f"{tag}-tenant.json"
         tenant.write_bytes(orjson.dumps(relay_tenant(sim_url)))
-        run_checked(_cli("provision", str(tenant), "--db", db_url), env.child_env, env.workdir)
-    argv = _cli("serve", "--db", db_url, "--port", str(port), "--demo", "--workers", str(sc.workers))
+        run_checked(voicegw_argv("provision", str(tenant), "--db", db_url), env.child_env, env.workdir)
+    argv = voicegw_argv("serve", "--db", db_url, "--port", str(port), "--demo", "--workers", str(sc.workers))
     child = procs.spawn(f"{tag}-gateway", argv, sc.cores, env.child_env, env.workdir)
     await wait_http(child, url + "/health")
     return Server(sc, url, child, sim, sim_url, local_sim)

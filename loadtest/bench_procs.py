@@ -37,6 +37,11 @@ def free_port() -> int:
         return port
 
 
+def voicegw_argv(*args: str) -> list[str]:
+    """``voicegw ARGS`` with this interpreter (the bench's children run the checkout it runs)."""
+    return [sys.executable, "-m", "gateway.cli", *args]
+
+
 def uvloop_argv(module_call: str) -> list[str]:
     """``python -c`` that runs ``module_call`` under uvloop: the baseline (plain aiohttp under
     ``asyncio.run``) defaults to the stock loop, every voicegw command to uvloop

@@ -22,7 +22,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
@@ -31,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest.bench_procs import free_port
+from loadtest.bench_procs import free_port, voicegw_argv
 
 HOST = "127.0.0.1"
 INSTRUCTION_CALLS = 4
@@ -105,10 +105,6 @@ def syscalls_per_frame(
 # -- one gateway carrying a few calls -----------------------------------------------------------------
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway.cli", *args]
-
-
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as resp:
         return str(resp.read().decode())
@@ -127,13 +123,14 @@ def _wait_http(url: str, timeout_s: float) -> None:
 
 
 def _metrics(base: str) -> dict[str, float]:
+    """The gateway's live calls and frame counters, from its ``/metrics``."""
     wanted = ("voicegw_live_calls", "voicegw_frames_in_total", "voicegw_frames_out_total")
-    out = {}
-    for line in _get(base + "/metrics").splitlines():
-        name, _, value = line.partition(" ")
-        if name in wanted:
-            out[name] = float(value)
-    return out
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(_get(base + "/metrics"))
+        for sample in family.samples
+        if sample.name in wanted
+    }
 
 
 @dataclass
@@ -175,22 +172,22 @@ def _gateway_with_calls(
             if case.relay_tenant is not None:
                 sim_port = free_port()
                 sim_url = f"http://{HOST}:{sim_port}"
-                sim = _cli("simulate", "deepgram", "--relay", "--port", str(sim_port))
+                sim = voicegw_argv("simulate", "deepgram", "--relay", "--port", str(sim_port))
                 children.append(subprocess.Popen(sim, cwd=workdir, env=env, stdout=log, stderr=log))
                 _wait_http(sim_url + "/_sim/state", 20)
                 tenant = workdir / f"{tag}-tenant.json"
                 tenant.write_bytes(orjson.dumps(case.relay_tenant(sim_url)))
-                provision = _cli("provision", str(tenant), "--db", db)
+                provision = voicegw_argv("provision", str(tenant), "--db", db)
                 subprocess.run(provision, cwd=workdir, env=env, check=True, stdout=log, stderr=log)
             port = free_port()
             base = f"http://{HOST}:{port}"
-            serve = [*pin, *wrap, *_cli("serve", "--db", db, "--port", str(port), "--demo")]
+            serve = [*pin, *wrap, *voicegw_argv("serve", "--db", db, "--port", str(port), "--demo")]
             gateway = subprocess.Popen(serve, cwd=workdir, env=env, stdout=log, stderr=log)
             children.append(gateway)
             _wait_http(base + "/health", 180)
             time.sleep(WARM_S)
             before_calls(gateway)
-            loadtest = _cli(
+            loadtest = voicegw_argv(
                 "loadtest",
                 *("--url", base, "--calls", str(calls), "--ramp", "1", "--to", case.number),
                 *("--duration", str(round(window_s + 2 * WARM_S + 10))),
