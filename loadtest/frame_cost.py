@@ -137,7 +137,6 @@ def _metrics(base: str) -> dict[str, float]:
 class _Rig:
     base: str
     gateway: subprocess.Popen[bytes]
-    generator: subprocess.Popen[bytes]
     calls: int
     log_name: str
 
@@ -200,7 +199,7 @@ def _gateway_with_calls(
                     raise RuntimeError(f"{case.key}: the calls did not all start (see {log.name})")
                 time.sleep(0.5)
             time.sleep(WARM_S)
-            yield _Rig(base, gateway, generator, calls, log.name)
+            yield _Rig(base, gateway, calls, log.name)
             generator.wait(timeout=120)
             gateway.send_signal(signal.SIGTERM)
             gateway.wait(timeout=120)

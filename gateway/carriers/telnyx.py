@@ -73,6 +73,7 @@ class TelnyxStream(StreamLifecycle):
         self.media_format: AudioFormat | None = None
         self.late_frames = 0
         self._phase = StreamPhase.NEW
+        self._media_tail = b'"}}'  # a media message after its payload; set at start, as _dumps would
         self._l16 = False
         self._last_chunk = -1
 
@@ -141,6 +142,8 @@ class TelnyxStream(StreamLifecycle):
         fmt = _inbound_format(require_dict(start, "media_format"))
         params = string_map(start, "custom_parameters")
         self.stream_id = stream_id
+        if SEND_STREAM_ID:
+            self._media_tail = b'"},"stream_id":' + orjson.dumps(stream_id) + b"}"
         self.call_ref = call_control_id
         self.media_format = fmt
         self._l16 = fmt.encoding == "pcm16"
@@ -171,12 +174,6 @@ class TelnyxStream(StreamLifecycle):
 
     def clear_message(self) -> bytes:
         return self._dumps({"event": "clear"})
-
-    @property
-    def _media_tail(self) -> bytes:
-        if SEND_STREAM_ID and self.stream_id is not None:
-            return b'"},"stream_id":' + orjson.dumps(self.stream_id) + b"}"
-        return b'"}}'
 
     def _dumps(self, msg: dict[str, Any]) -> bytes:
         if SEND_STREAM_ID and self.stream_id is not None:
