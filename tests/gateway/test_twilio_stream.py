@@ -110,7 +110,7 @@ def test_full_sequence_from_the_reference() -> None:
 
     frame = stream.receive(media())
     assert isinstance(frame, Media)
-    assert (frame.chunk, frame.timestamp_ms) == (2, 20)
+    assert (frame.chunk, frame.timestamp_ms) == (None, None)  # one TCP stream: its order is the order
     assert frame.audio.fmt == MULAW_8000
     assert frame.audio.b64 is not None and frame.audio.raw == b"\xff" * 160
     assert frame.audio.b64 == SILENCE_B64
@@ -160,9 +160,11 @@ def test_missing_custom_parameters_and_counters_are_tolerated() -> None:
     assert isinstance(frame, Media) and frame.chunk is None and frame.timestamp_ms is None
 
 
-def test_integer_counters_are_tolerated() -> None:
-    frame = started().receive(media(chunk=7, timestamp=140))
-    assert isinstance(frame, Media) and (frame.chunk, frame.timestamp_ms) == (7, 140)
+@pytest.mark.parametrize("counters", [{"chunk": 7, "timestamp": 140}, {"chunk": "x1", "timestamp": True}])
+def test_counters_are_not_read(counters: dict[str, Any]) -> None:
+    """Nothing uses them, and a live call is not worth ending over one."""
+    frame = started().receive(media(**counters))
+    assert isinstance(frame, Media) and (frame.chunk, frame.timestamp_ms) == (None, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,10 +198,6 @@ def test_malformed_frames(text: str) -> None:
         {"event": "media", "streamSid": SID, "media": "x"},
         {"event": "media", "streamSid": SID, "media": {"payload": 12}},
         {"event": "media", "streamSid": SID, "media": {"track": "outbound", "payload": SILENCE_B64}},
-        {"event": "media", "streamSid": SID, "media": {"payload": SILENCE_B64, "chunk": "x1"}},
-        {"event": "media", "streamSid": SID, "media": {"payload": SILENCE_B64, "chunk": -1}},
-        {"event": "media", "streamSid": SID, "media": {"payload": SILENCE_B64, "timestamp": "1.5"}},
-        {"event": "media", "streamSid": SID, "media": {"payload": SILENCE_B64, "timestamp": True}},
         {"event": "media", "media": {"payload": SILENCE_B64}},  # streamSid missing
         {"event": "dtmf", "streamSid": SID, "dtmf": {"digit": "x"}},
         {"event": "dtmf", "streamSid": SID, "dtmf": {"digit": 1}},
