@@ -29,6 +29,7 @@ COMPILED_MODULES = [
     "providers/base.py",
     "gateway/media.py",
     "gateway/session.py",
+    "gateway/frame_counters.py",
     "providers/ws_client.py",
     # a relayed call's agent frames: the session shell, its event queue and the benched provider
     "providers/event_feed.py",

@@ -1,6 +1,7 @@
 """Prometheus metrics, collected at scrape time from plain counters.
 
-The hot path only does ``stats.frames_in += 1``: no locks, no label lookups. A custom
+The hot path only does ``frames.received += 1`` (``gateway/frame_counters.py``): no locks, no
+label lookups. A custom
 collector turns the counters into Prometheus families when ``/metrics`` is scraped.
 """
 
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from gateway.frame_counters import FrameCounters
 
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Event-loop lag: a frame is 20 ms, so what matters is the few-millisecond range.
@@ -59,10 +62,7 @@ class GatewayStats:
 
     live_calls: int = 0
     calls_started: int = 0  # media streams bridged to a provider session since start
-    frames_in: int = 0
-    frames_out: int = 0
-    frames_dropped: int = 0
-    frames_transcoded: int = 0
+    frames: FrameCounters = field(default_factory=FrameCounters)
     calls_by_outcome: Counter[str] = field(default_factory=Counter)
     refusals: Counter[str] = field(default_factory=Counter)
     protocol_errors: Counter[str] = field(default_factory=Counter)
@@ -95,14 +95,14 @@ class _Collector:
         yield GaugeMetricFamily("voicegw_live_calls", "Calls currently bridged", value=s.live_calls)
         for name, value, doc in (
             ("voicegw_calls_started", s.calls_started, "Media streams bridged to a call session"),
-            ("voicegw_frames_in", s.frames_in, "Media frames received from carriers"),
-            ("voicegw_frames_out", s.frames_out, "Media frames sent to carriers"),
+            ("voicegw_frames_in", s.frames.received, "Media frames received from carriers"),
+            ("voicegw_frames_out", s.frames.sent, "Media frames sent to carriers"),
             (
                 "voicegw_frames_dropped",
-                s.frames_dropped,
+                s.frames.dropped,
                 "Frames dropped (bounded buffers full or no provider)",
             ),
-            ("voicegw_frames_transcoded", s.frames_transcoded, "Frames that needed decoding/resampling"),
+            ("voicegw_frames_transcoded", s.frames.transcoded, "Frames that needed decoding/resampling"),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         for metric, counter, label, doc in (

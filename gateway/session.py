@@ -20,7 +20,7 @@ import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from gateway.audio import Transcoder
 from gateway.metrics import GatewayStats
@@ -48,11 +48,17 @@ with warnings.catch_warnings():  # stdlib audioop on 3.11/3.12 warns; audioop-lt
 
 log = logging.getLogger(__name__)
 
-MARK_EVERY_MS = 400.0  # a carrier mark at most this often: play-out tracking without doubling traffic
-FAILOVER_BUFFER_FRAMES = 50  # ~1 s of caller audio kept while (re)connecting a provider
-HANGUP_DRAIN_MAX_S = 15.0  # provider hung up: wait at most this long for its farewell to play
-SPEECH_RMS = 500  # caller speech threshold (PCM16 RMS) for the silent-provider detector
-SPEECH_CHECK_EVERY = 5  # frames: check caller energy on every 5th frame only
+# Per-frame callables as Finals: C statics under mypyc, not a module attribute looked up per call.
+_monotonic: Final = time.monotonic
+_ulaw2lin: Final = audioop.ulaw2lin
+_alaw2lin: Final = audioop.alaw2lin
+_rms: Final = audioop.rms
+
+MARK_EVERY_MS: Final = 400.0  # a carrier mark at most this often: play-out tracking without doubling traffic
+FAILOVER_BUFFER_FRAMES: Final = 50  # ~1 s of caller audio kept while (re)connecting a provider
+HANGUP_DRAIN_MAX_S: Final = 15.0  # provider hung up: wait at most this long for its farewell to play
+SPEECH_RMS: Final = 500  # caller speech threshold (PCM16 RMS) for the silent-provider detector
+SPEECH_CHECK_EVERY: Final = 5  # frames: check caller energy on every 5th frame only
 
 
 class CarrierLink(Protocol):
@@ -143,6 +149,7 @@ class CallSession:
         self._attempts = deque(attempts)
         self._events = events
         self.stats = stats
+        self._frames = stats.frames  # compiled counters: bumped on every frame
         self._connect_deadline_s = connect_deadline_s
         self._attempt_timeout_s = attempt_timeout_s or connect_deadline_s
         self._fallback_enabled = fallback_enabled
@@ -154,7 +161,7 @@ class CallSession:
         self._failure_reported = False
         self._background: set[asyncio.Task[None]] = set()
 
-        self.started_mono = time.monotonic()
+        self.started_mono = _monotonic()
         self.last_carrier_msg = self.started_mono
         self.provider: ProviderSession | None = None
         self.provider_name = ""
@@ -243,7 +250,7 @@ class CallSession:
     def on_media(self, audio: Audio) -> Awaitable[None] | None:
         """Hot path: one caller frame. Returns what the caller must still await (a provider send
         that needs the event loop), or None when the frame is already handed over."""
-        self.stats.frames_in += 1
+        self._frames.received += 1
         self._frame_counter += 1
         if self._frame_counter % SPEECH_CHECK_EVERY == 0:
             self._track_caller_speech(audio)
@@ -254,7 +261,7 @@ class CallSession:
         tc = self._to_provider
         if tc is not None and not tc.is_passthrough:
             converted = tc.convert(audio)
-            self.stats.frames_transcoded += 1
+            self._frames.transcoded += 1
             if converted is None:
                 return None
             audio = converted
@@ -266,20 +273,20 @@ class CallSession:
         try:
             await provider.send_audio(audio)
         except (ConnectionError, ProviderError, RuntimeError) as exc:
-            self.stats.frames_dropped += 1
+            self._frames.dropped += 1
             self._request_failover(f"send failed: {exc}")
 
     def _track_caller_speech(self, audio: Audio) -> None:
         fmt = audio.fmt
         raw = audio.raw
         if fmt.encoding == "mulaw":
-            pcm = audioop.ulaw2lin(raw, 2)
+            pcm = _ulaw2lin(raw, 2)
         elif fmt.encoding == "alaw":
-            pcm = audioop.alaw2lin(raw, 2)
+            pcm = _alaw2lin(raw, 2)
         else:
             pcm = raw
-        if audioop.rms(pcm, 2) >= SPEECH_RMS:
-            self.last_caller_loud = time.monotonic()
+        if _rms(pcm, 2) >= SPEECH_RMS:
+            self.last_caller_loud = _monotonic()
 
     async def on_dtmf(self, digit: str) -> None:
         self._events.event(self.call_id, "dtmf", {"digit": digit})
@@ -357,7 +364,7 @@ class CallSession:
                 if outcome == "closed" or self._end_reason is not None:
                     break
                 # dropped: fail over to the next candidate with the transcript so far
-                self._lost_provider_at = time.monotonic()
+                self._lost_provider_at = _monotonic()
                 reason = self._failover_requested or outcome
                 self._failover_requested = None
                 self.stats.failovers[reason.split(":")[0]] += 1
@@ -380,13 +387,13 @@ class CallSession:
     async def _connect(self) -> ProviderSession | None:
         """Candidates in order within the overall deadline; each gets at most the attempt timeout,
         so a provider that hangs leaves time for the next one."""
-        deadline = time.monotonic() + self._connect_deadline_s
+        deadline = _monotonic() + self._connect_deadline_s
         while self._attempts and self._end_reason is None:
             attempt = self._attempts.popleft()
             preconnected = None
             if self._preconnected is not None and attempt is self._preconnected_for:
                 preconnected, self._preconnected = self._preconnected, None
-            remaining = deadline - time.monotonic()
+            remaining = deadline - _monotonic()
             skip = None
             if remaining <= 0:
                 skip = "connect deadline passed"
@@ -402,7 +409,7 @@ class CallSession:
                     await discard_connection(preconnected)
                 continue
             timeout_s = min(self._attempt_timeout_s, remaining)
-            t0 = time.monotonic()
+            t0 = _monotonic()
             self.providers_tried.append(attempt.provider)
             try:
                 if preconnected is not None:
@@ -425,7 +432,7 @@ class CallSession:
                 if not self._fallback_enabled:
                     return None
                 continue
-            latency = time.monotonic() - t0
+            latency = _monotonic() - t0
             self.stats.observe_connect(attempt.provider, latency)
             self._observer.connected(attempt.provider, latency)
             if self._end_reason is not None:
@@ -444,7 +451,7 @@ class CallSession:
         self.provider_name = attempt.provider
         self._failure_reported = False
         self._key_source = attempt.key_source
-        self._provider_connected_at = time.monotonic()
+        self._provider_connected_at = _monotonic()
         self.last_provider_event = self._provider_connected_at
         self._first_audio_seen = False
         self._to_provider = Transcoder(self.carrier_in_format, provider.input_format)
@@ -485,7 +492,7 @@ class CallSession:
         Agent audio is played at once; anything else goes through ``events()`` (False)."""
         if type(event) is not AudioOut or self.provider is None:
             return False
-        self.last_provider_event = time.monotonic()
+        self.last_provider_event = _monotonic()
         self._play(event)
         return True
 
@@ -499,7 +506,7 @@ class CallSession:
         self._to_carrier = None
 
     def _collect_usage(self, provider: ProviderSession) -> None:
-        self.stats.frames_dropped += provider.frames_dropped
+        self._frames.dropped += provider.frames_dropped
         u = provider.usage
         for key, value in (
             ("audio_in_ms", u.audio_in_ms),
@@ -515,7 +522,7 @@ class CallSession:
         """Provider events → carrier. Returns 'hangup', 'closed' (we ended) or 'dropped'."""
         try:
             async for event in provider.events():
-                self.last_provider_event = time.monotonic()
+                self.last_provider_event = _monotonic()
                 if type(event) is AudioOut:
                     self._play(event)
                 elif type(event) is Interrupt:
@@ -577,18 +584,18 @@ class CallSession:
 
     def _play(self, event: AudioOut) -> None:
         """Agent audio → the carrier, in whole 20 ms frames, with a mark every ``MARK_EVERY_MS``."""
-        stats = self.stats
+        frames = self._frames
         tc = self._to_carrier
         audio = event.audio
         if tc is not None and not tc.is_passthrough:
             converted = tc.convert(audio)
-            stats.frames_transcoded += 1
+            frames.transcoded += 1
             if converted is None:
                 return
             audio = converted
         if not self._first_audio_seen:
             self._first_audio_seen = True
-            now = time.monotonic()
+            now = _monotonic()
             self._observer.first_audio(self.provider_name, now - self._provider_connected_at)
             if self._lost_provider_at is not None:  # what the caller heard as a gap during failover
                 gap_ms = round((now - self._lost_provider_at) * 1000, 1)
@@ -619,7 +626,7 @@ class CallSession:
         self._unmarked_ms += ms
         # A due play-out mark rides in the same write as the frame it follows (one syscall).
         self.carrier.send_media(audio, self._new_mark() if self._unmarked_ms >= MARK_EVERY_MS else None)
-        stats.frames_out += 1
+        frames.sent += 1
 
     def _send_mark(self, provider_mark: str | None = None) -> str:
         name = self._new_mark(provider_mark)
@@ -671,7 +678,7 @@ class CallSession:
             task, self._preconnected = self._preconnected, None
             await discard_connection(task)
         status, reason = self._end_reason or ("completed", "ended")
-        elapsed = time.monotonic() - self.started_mono  # the call ends now, not after the hang-up round trip
+        elapsed = _monotonic() - self.started_mono  # the call ends now, not after the hang-up round trip
         ended_at = time.time()
         if not self._carrier_gone:
             with contextlib.suppress(Exception):

@@ -14,6 +14,7 @@ honours the same event semantics as a real agent so tests can drive every sessio
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Final
 
 from providers.base import (
     Audio,
@@ -27,7 +28,7 @@ from providers.base import (
 )
 from providers.event_feed import EventFeed
 
-_QUEUE_LIMIT = 500  # ~10 s of 20 ms frames; the oldest frame is dropped beyond it
+_QUEUE_LIMIT: Final = 500  # ~10 s of 20 ms frames; the oldest frame is dropped beyond it
 
 
 class EchoSession(ProviderSession):

@@ -15,29 +15,35 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
+from typing import Final
 
 try:  # the C routine ships with websockets wheels; the pure-Python one is its documented fallback
     from websockets.speedups import apply_mask
 except ImportError:  # pragma: no cover
     from websockets.utils import apply_mask
 
-OP_CONT = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
-_DATA_OPS = (OP_TEXT, OP_BINARY)
-_CONTROL_OPS = (OP_CLOSE, OP_PING, OP_PONG)
+# Names the per-frame code reads are ``Final``: under mypyc a Final is a C constant or static, while
+# any other module-level name costs a dictionary lookup on every use ("Compiled build" in
+# docs/architecture.md).
+_apply_mask: Final[Callable[[bytes, bytes], bytes]] = apply_mask
+OP_CONT: Final = 0x0
+OP_TEXT: Final = 0x1
+OP_BINARY: Final = 0x2
+OP_CLOSE: Final = 0x8
+OP_PING: Final = 0x9
+OP_PONG: Final = 0xA
 
-CLOSE_NORMAL = 1000
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_NO_STATUS = 1005  # received without a code; never sent
-CLOSE_ABNORMAL = 1006  # the connection dropped without a close frame; never sent
-CLOSE_INVALID_PAYLOAD = 1007
-CLOSE_TOO_BIG = 1009
+CLOSE_NORMAL: Final = 1000
+CLOSE_PROTOCOL_ERROR: Final = 1002
+CLOSE_NO_STATUS: Final = 1005  # received without a code; never sent
+CLOSE_ABNORMAL: Final = 1006  # the connection dropped without a close frame; never sent
+CLOSE_INVALID_PAYLOAD: Final = 1007
+CLOSE_TOO_BIG: Final = 1009
 
-_MAX_CONTROL_PAYLOAD = 125
+_MAX_CONTROL_PAYLOAD: Final = 125
+_BYTE: Final = tuple(bytes((i,)) for i in range(256))  # a short frame's header is two of these
+_pack_head16: Final = struct.Struct("!BBH").pack  # a 20 ms frame's header (126-65535 bytes)
 
 
 class FrameError(Exception):
@@ -106,12 +112,14 @@ class FrameParser:
                 if length >> 63:
                     raise FrameError(CLOSE_PROTOCOL_ERROR, "64-bit length with its top bit set")
                 head += 8
-            if opcode in _CONTROL_OPS:
+            if opcode >= OP_CLOSE:  # a control frame, when known
+                if opcode > OP_PONG:
+                    raise FrameError(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
                 if length > _MAX_CONTROL_PAYLOAD:
                     raise FrameError(CLOSE_PROTOCOL_ERROR, "control frame longer than 125 bytes")
                 if not b0 & 0x80:
                     raise FrameError(CLOSE_PROTOCOL_ERROR, "fragmented control frame")
-            elif opcode not in _DATA_OPS and opcode != OP_CONT:
+            elif opcode > OP_BINARY:
                 raise FrameError(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
             elif self._frag_len + length > self._max:
                 raise FrameError(CLOSE_TOO_BIG, f"message larger than {self._max} bytes")
@@ -123,7 +131,7 @@ class FrameParser:
                 break
             payload = buf[head:frame_end]
             if self._expect_mask and length:
-                payload = apply_mask(payload, buf[key_at:head])
+                payload = _apply_mask(payload, buf[key_at:head])
             pos = frame_end
             if opcode >= OP_CLOSE:
                 out.append((opcode, payload))
@@ -165,7 +173,7 @@ class _MaskKeys:
         return self._pool[pos : pos + 4]
 
 
-_mask_keys = _MaskKeys()
+_mask_keys: Final = _MaskKeys()
 
 
 def encode_frame(opcode: int, payload: bytes, *, mask: bool = False) -> bytes:
@@ -174,15 +182,15 @@ def encode_frame(opcode: int, payload: bytes, *, mask: bool = False) -> bytes:
     first = 0x80 | opcode
     mask_bit = 0x80 if mask else 0
     if length < 126:
-        header = bytes((first, mask_bit | length))
+        header = _BYTE[first] + _BYTE[mask_bit | length]
     elif length < 65536:
-        header = struct.pack("!BBH", first, mask_bit | 126, length)
+        header = _pack_head16(first, mask_bit | 126, length)
     else:
         header = struct.pack("!BBQ", first, mask_bit | 127, length)
     if not mask:
         return header + payload
     key = _mask_keys.take()
-    return header + key + apply_mask(payload, key)
+    return header + key + _apply_mask(payload, key)
 
 
 def close_payload(code: int, reason: str = "") -> bytes:

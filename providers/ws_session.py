@@ -12,6 +12,7 @@ import contextlib
 import logging
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Sequence
+from typing import Final
 
 from mypy_extensions import mypyc_attr
 
@@ -22,8 +23,8 @@ from providers.ws_frames import OP_BINARY
 
 logger = logging.getLogger(__name__)
 
-BACKLOG_PAUSE = 200  # events waiting for the pump before the socket stops reading (~4 s of audio)
-BACKLOG_RESUME = 50
+BACKLOG_PAUSE: Final = 200  # events waiting for the pump before the socket stops reading (~4 s of audio)
+BACKLOG_RESUME: Final = 50
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # adapters not compiled extend it too

@@ -73,11 +73,11 @@ async def test_telnyx_inbound_codec_decoded_by_start_format(gateway: RunningGate
 
 
 async def test_twilio_passthrough_does_no_transcoding(gateway: RunningGateway) -> None:
-    before = gateway.ctx.stats.frames_transcoded
+    before = gateway.ctx.stats.frames.transcoded
     result = await _call(gateway, CallPlan(carrier="twilio", to=TWILIO_NUMBER, duration_s=1.5))
     assert not result.errors
     assert result.frames_received > 0
-    assert gateway.ctx.stats.frames_transcoded == before
+    assert gateway.ctx.stats.frames.transcoded == before
     events = dict(await _events(gateway, result.call_id or ""))
     assert events["provider_connected"]["passthrough"] is True
 

@@ -31,7 +31,7 @@ async def test_greeting_first_turn_passes_mulaw_through(
 ) -> None:
     async with ProviderRig.open(provider, tmp_path, telnyx_api) as rig:
         stats = rig.gw.ctx.stats
-        transcoded = stats.frames_transcoded
+        transcoded = stats.frames.transcoded
         rig.script.greeting_ms = 200
         seen = await rig.call(duration_s=1.0, audio=caller_bursts(first_at_ms=300), drain_s=0.4)
         result, tap = seen.result, seen.tap
@@ -42,7 +42,7 @@ async def test_greeting_first_turn_passes_mulaw_through(
         assert greeting, "the agent greets before the caller says anything"
         assert echo and greeting[0] < echo[0], "then answers the caller's utterance"
         assert result.bursts_answered, "the echoed burst is detected by the carrier"
-        assert stats.frames_transcoded == transcoded, "μ-law both ways: not one frame transcoded"
+        assert stats.frames.transcoded == transcoded, "μ-law both ways: not one frame transcoded"
         assert result.clears_received == 0, "speaking after the greeting was heard is a turn, not a barge-in"
         assert not await rig.events_of(seen.call_id, "interruption")
         assert not [m for m in rig.records[-1].messages if "truncate" in str(m)], "nothing heard is unsaid"
@@ -92,7 +92,7 @@ async def test_pcm_agent_is_transcoded_both_ways(
     voice_config = SPECS[provider].pcm_voice_config
     async with ProviderRig.open(provider, tmp_path, telnyx_api, voice_config=voice_config) as rig:
         stats = rig.gw.ctx.stats
-        transcoded = stats.frames_transcoded
+        transcoded = stats.frames.transcoded
         rig.script.greeting_ms = 200
         seen = await rig.call(duration_s=1.0, audio=caller_bursts(first_at_ms=300), drain_s=0.4)
         result, tap = seen.result, seen.tap
@@ -100,7 +100,7 @@ async def test_pcm_agent_is_transcoded_both_ways(
         connected = (await rig.events_of(seen.call_id, "provider_connected"))[0]
         assert connected["passthrough"] is False, connected
         assert connected["input_format"].startswith("pcm16/"), connected
-        assert stats.frames_transcoded > transcoded + 50, "every caller frame and every agent chunk converted"
+        assert stats.frames.transcoded > transcoded + 50, "every caller frame and every agent chunk converted"
         assert rig.records[-1].audio_frames > 0
         assert tap.tone_times(GREETING_HZ), "the PCM greeting reaches the caller as μ-law"
         assert result.bursts_answered, "the caller's tone survives μ-law → PCM → μ-law"
