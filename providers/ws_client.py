@@ -22,7 +22,7 @@ import os
 import socket
 import ssl
 from collections.abc import Callable, Mapping
-from typing import cast
+from typing import Final, cast
 from urllib.parse import urlsplit
 
 import h11
@@ -46,8 +46,8 @@ from providers.ws_frames import (
 
 CLOSE_TIMEOUT_S = 1.0  # close() must be prompt even when the provider never answers the close frame
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-MAX_UNSENT_BYTES = 256 * 1024  # audio waiting beyond this is dropped: the provider is not reading
-EARLY_PAUSE = 256  # messages kept before ``start``; reading pauses beyond it
+MAX_UNSENT_BYTES: Final = 256 * 1024  # audio waiting beyond this is dropped: the provider is not reading
+EARLY_PAUSE: Final = 256  # messages kept before ``start``; reading pauses beyond it
 
 OnMessage = Callable[[int, bytes], None]
 
@@ -90,6 +90,10 @@ class ProviderSocket(asyncio.Protocol):
         self._close_sent = False
         self._close_received: asyncio.Future[None] = self._loop.create_future()
         self._paused = False
+        # Kept by the transport's callbacks and our own closes, so a send asks the transport nothing
+        # (each question is a Python method call: two per audio frame cost ~1,000 instructions).
+        self._tcp_closing = False  # close()/abort() called, or the connection is lost
+        self._writes_paused = False  # MAX_UNSENT_BYTES wait (pause_writing), until drained to a quarter
         self.closed = False  # no more messages will be read (close frame, error or dropped TCP)
         self.close_code: int | None = None
         self.close_reason = ""
@@ -130,6 +134,7 @@ class ProviderSocket(asyncio.Protocol):
             sock._send_upgrade(target, authority, headers or {})
             await sock._opened
         except BaseException:
+            sock._tcp_closing = True
             transport.abort()
             raise
         return sock
@@ -193,11 +198,13 @@ class ProviderSocket(asyncio.Protocol):
         if not self._opened.done():
             self._opened.set_exception(exc)
         if self._transport is not None:
+            self._tcp_closing = True
             self._transport.abort()
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio subclass
+        self._transport.set_write_buffer_limits(high=MAX_UNSENT_BYTES)
         raw = transport.get_extra_info("socket")
         if raw is not None:
             with contextlib.suppress(OSError):  # not every transport is TCP (tests may use others)
@@ -212,7 +219,14 @@ class ProviderSocket(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost reports it
 
+    def pause_writing(self) -> None:
+        self._writes_paused = True
+
+    def resume_writing(self) -> None:
+        self._writes_paused = False
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._tcp_closing = True
         if not self._opened.done():
             self._opened.set_exception(
                 exc or ConnectionResetError("the server closed the connection during the upgrade")
@@ -324,9 +338,9 @@ class ProviderSocket(asyncio.Protocol):
 
     def _send(self, opcode: int, payload: bytes, droppable: bool) -> bool:
         transport = self._transport
-        if self._close_sent or transport is None or transport.is_closing():
+        if self._close_sent or transport is None or self._tcp_closing:
             return False
-        if droppable and transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
+        if droppable and self._writes_paused:
             return False
         transport.write(encode_frame(opcode, payload, mask=True))
         return True
@@ -354,12 +368,13 @@ class ProviderSocket(asyncio.Protocol):
 
     def _write(self, frame: bytes) -> None:
         transport = self._transport
-        if transport is not None and not transport.is_closing():
+        if transport is not None and not self._tcp_closing:
             transport.write(frame)
 
     def _drop_tcp(self) -> None:
         """Close TCP once what we queued is written (our close reply included)."""
         if self._transport is not None:
+            self._tcp_closing = True
             self._transport.close()
 
     def _set_closed(self, code: int, reason: str) -> None:
