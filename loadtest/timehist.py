@@ -21,19 +21,19 @@ from __future__ import annotations
 import math
 from array import array
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from loadtest.stats import Summary
 
-MIN_MS = 0.01  # bucket 0 holds everything at or below this
-GROWTH = 1.02  # each bucket's upper bound over its lower
-BUCKETS = 820  # the last bucket starts past 100 s and takes everything beyond (the max stays exact)
-MAX_SLOTS = 1024
-FLUSH_EVERY = 4096  # pending samples binned at once: ~0.2 ms of numpy, a few times a second at 800 calls
+MIN_MS: Final = 0.01  # bucket 0 holds everything at or below this
+GROWTH: Final = 1.02  # each bucket's upper bound over its lower
+BUCKETS: Final = 820  # the last bucket starts past 100 s and takes everything beyond (the max stays exact)
+MAX_SLOTS: Final = 1024
+FLUSH_EVERY: Final = 4096  # samples binned at once: ~0.2 ms of numpy, a few times a second at 800 calls
 
-_LOG_GROWTH = math.log(GROWTH)
+_LOG_GROWTH: Final = math.log(GROWTH)
 
 
 def bucket_of(values_ms: np.ndarray) -> np.ndarray:
@@ -50,7 +50,7 @@ def bucket_values() -> np.ndarray:
     return values
 
 
-_BUCKET_VALUES = bucket_values()
+_BUCKET_VALUES: Final = bucket_values()
 
 
 class TimeHistogram:

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 from urllib.parse import urlencode
 
 import aiohttp
@@ -31,12 +31,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FRAME_S = FRAME_MS / 1000
-_NEVER = 1 << 62  # a frame index no call reaches
-_DETECT_BATCH = 4  # received frames of sound fed to the tone detector at once, at most
-_JITTER_GAIN = 1 / 16  # RFC 3550 interarrival-jitter smoothing
+FRAME_S: Final = FRAME_MS / 1000
+_NEVER: Final = 1 << 62  # a frame index no call reaches
+_DETECT_BATCH: Final = 4  # received frames of sound fed to the tone detector at once, at most
+_JITTER_GAIN: Final = 1 / 16  # RFC 3550 interarrival-jitter smoothing
 # How far before a chunk's first sample an estimated onset may fall and still belong to that chunk.
-ONSET_SLACK_S = 0.002
+ONSET_SLACK_S: Final = 0.002
 
 
 class _Chunk(NamedTuple):

@@ -12,7 +12,7 @@ import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -87,8 +87,8 @@ def _load(text: str | bytes) -> dict[str, Any]:
 # silence above all), so most arrive byte for byte again: one dict lookup then stands for the JSON
 # parse, the field checks and the base64 decode. Only accepted media messages are kept, so a hit is
 # exactly what parsing would return; a few small ones per stream bound the memory.
-_KNOWN_LIMIT = 16
-_KNOWN_MAX_BYTES = 1024
+_KNOWN_LIMIT: Final = 16
+_KNOWN_MAX_BYTES: Final = 1024
 
 
 def _memo_parse(

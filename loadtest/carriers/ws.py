@@ -23,7 +23,7 @@ import ssl
 import struct
 import time
 from collections.abc import Callable, Mapping
-from typing import cast
+from typing import Final, cast
 from urllib.parse import urlsplit
 
 from mypy_extensions import mypyc_attr
@@ -34,30 +34,33 @@ try:  # the C routine ships with websockets wheels; the pure-Python one is its d
 except ImportError:  # pragma: no cover
     from websockets.utils import apply_mask
 
-OP_CONT = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
+# What the per-frame code reads is Final: a C static under mypyc, not a dictionary lookup per use
+# (docs/architecture.md, "Compiled build").
+_apply_mask: Final[Callable[[bytes, bytes], bytes]] = apply_mask
+OP_CONT: Final = 0x0
+OP_TEXT: Final = 0x1
+OP_BINARY: Final = 0x2
+OP_CLOSE: Final = 0x8
+OP_PING: Final = 0x9
+OP_PONG: Final = 0xA
 
-CLOSE_NORMAL = 1000
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_NO_STATUS = 1005  # received without a code; never sent
-CLOSE_ABNORMAL = 1006  # the connection ended without a close frame; never sent
-CLOSE_INVALID_PAYLOAD = 1007
-CLOSE_TOO_BIG = 1009
+CLOSE_NORMAL: Final = 1000
+CLOSE_PROTOCOL_ERROR: Final = 1002
+CLOSE_NO_STATUS: Final = 1005  # received without a code; never sent
+CLOSE_ABNORMAL: Final = 1006  # the connection ended without a close frame; never sent
+CLOSE_INVALID_PAYLOAD: Final = 1007
+CLOSE_TOO_BIG: Final = 1009
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # aiohttp's client default; a 30 s Telnyx L16 chunk is ~1.3 MB
 CLOSE_TIMEOUT_S = 10.0  # how long our close waits for the server's close frame (aiohttp's default)
-MAX_UNSENT_BYTES = 256 * 1024  # ~20 s of Twilio media waiting in the transport: the server is not reading
-_MAX_CONTROL_PAYLOAD = 125
-_MAX_RESPONSE_HEAD = 16 * 1024
+MAX_UNSENT_BYTES: Final = 256 * 1024  # ~20 s of Twilio media waiting to be sent: the server is not reading
+_MAX_CONTROL_PAYLOAD: Final = 125
+_MAX_RESPONSE_HEAD: Final = 16 * 1024
 
 MessageHandler = Callable[[int, bytes], None]
-_pack_head16 = struct.Struct("!BBH").pack
-_pack_head64 = struct.Struct("!BBQ").pack
-_random_key = random.getrandbits
+_pack_head16: Final = struct.Struct("!BBH").pack
+_pack_head64: Final = struct.Struct("!BBQ").pack
+_random_key: Final = random.getrandbits
 
 
 class FrameError(Exception):
@@ -187,7 +190,7 @@ def encode_frame(opcode: int, payload: bytes) -> bytes:
     else:
         header = _pack_head64(0x80 | opcode, 0xFF, length)
     key = _random_key(32).to_bytes(4, "little")
-    return header + key + apply_mask(payload, key)
+    return header + key + _apply_mask(payload, key)
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
@@ -357,7 +360,7 @@ class ClientWebSocket(asyncio.Protocol):
         else:
             header = _pack_head64(0x81, 0xFF, length)
         key = _random_key(32).to_bytes(4, "little")
-        self._transport.write(header + key + apply_mask(text, key))  # type: ignore[union-attr]  # set with _writable
+        self._transport.write(header + key + _apply_mask(text, key))  # type: ignore[union-attr]  # set with _writable
         return True
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
