@@ -54,10 +54,12 @@ class WsCarrierLink:
 
     out_format: AudioFormat = MULAW_8000  # Twilio always; Telnyx by our TeXML's bidirectionalCodec
 
-    def __init__(self, ctx: GatewayContext, sock: MediaSocket, codec: Any, carrier: str) -> None:
+    def __init__(
+        self, ctx: GatewayContext, sock: MediaSocket, codec: TwilioStream | TelnyxStream, carrier: str
+    ) -> None:
         self.ctx = ctx
         self.sock = sock
-        self.codec = codec
+        self.codec = codec  # the concrete classes, not ``Any``: mypyc then calls them natively per frame
         self.carrier = carrier
         self.call_control_id: str | None = None
 

@@ -90,7 +90,7 @@ class Audio:
     def raw(self) -> bytes:
         if self._raw is None:
             assert self._b64 is not None
-            self._raw = _b64decode(self._b64, None, True)
+            self._raw = b64decode_strict(self._b64)
         return self._raw
 
     @property
