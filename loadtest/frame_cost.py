@@ -32,9 +32,8 @@ from typing import Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest.bench_procs import free_port, voicegw_argv
+from loadtest.bench_procs import HOST, free_port, voicegw_argv
 
-HOST = "127.0.0.1"
 INSTRUCTION_CALLS = 4
 SYSCALL_CALLS = 20
 WINDOW_S = 4.0

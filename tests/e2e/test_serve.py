@@ -13,10 +13,11 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest.bench_procs import free_port
 from loadtest.carriers.call import place_call
 from loadtest.carriers.plan import CallPlan
 from loadtest.cli import register
-from tests.e2e.serve_process import ServeProcess, free_port, spawn_serve
+from tests.e2e.serve_process import ServeProcess, spawn_serve
 
 
 async def test_health_ready_metrics(served: ServeProcess) -> None:
