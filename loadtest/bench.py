@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -73,7 +73,15 @@ from loadtest.bench_results import (
 from loadtest.carriers.plan import Credentials
 from loadtest.carriers.signing import twilio_signature
 from loadtest.procstat import ProcSampler, StealSampler
-from loadtest.runner import Criteria, LoadConfig, LoadReport, judge, run_load
+from loadtest.runner import (
+    GENERATOR_LATE,
+    Criteria,
+    LoadConfig,
+    LoadReport,
+    lateness_reasons,
+    run_load,
+    step_reasons,
+)
 from loadtest.stats import Summary
 from providers.simulators.base import SimulatorServer
 from providers.simulators.cli import start_simulator
@@ -448,6 +456,27 @@ def hold_window(ramp_s: float, duration_s: float) -> tuple[float, float]:
     return ramp_s + settle, duration_s - settle
 
 
+SIMULATOR_LATE = "simulator lateness p99"  # how its reason begins (a re-judge replaces it)
+
+
+def with_lateness(
+    reasons: Sequence[str],
+    lateness_p99_ms: float,
+    simulator_lateness_p99_ms: float | None,
+    criteria: Criteria,
+) -> tuple[list[str], bool]:
+    """A step's own ``reasons`` with the generator's and the relaying simulator's lateness added where
+    they count (``lateness_reasons``, ``simulator_saturated``), and whether either was added."""
+    out = [*reasons, *lateness_reasons(lateness_p99_ms, reasons, criteria)]
+    generator_late = len(out) > len(reasons)
+    limit = criteria.max_generator_lateness_p99_ms
+    simulator_late = simulator_saturated(out, simulator_lateness_p99_ms, limit)
+    if simulator_late:
+        late = simulator_lateness_p99_ms
+        out.append(f"{SIMULATOR_LATE} <= {late:g} ms (over {limit:g}): simulator saturated")
+    return out, generator_late or simulator_late
+
+
 def step_record(
     calls: int,
     run: LoadReport,
@@ -462,17 +491,13 @@ def step_record(
     upgrades, provider connects, on the generator's core as well as the gateway's) is not the
     step's concurrency; its whole-run p99s are kept beside the verdict."""
     report = run.in_window(*window)
-    _, reasons, generator_late = judge(report, criteria)
-    simulator_late = simulator_saturated(
-        reasons, hold.simulator_lateness_p99_ms, criteria.max_generator_lateness_p99_ms
+    reasons, load_side_late = with_lateness(
+        step_reasons(report, criteria), report.lateness.p99, hold.simulator_lateness_p99_ms, criteria
     )
-    if simulator_late:
-        late, limit = hold.simulator_lateness_p99_ms, criteria.max_generator_lateness_p99_ms
-        reasons += (f"simulator lateness p99 <= {late:g} ms (over {limit:g}): simulator saturated",)
     lost_or_failed = report.return_ratio < criteria.min_return_ratio or bool(report.failed or report.refused)
     status = classify(
         reasons,
-        generator_late or simulator_late,
+        load_side_late,
         hold.server_cpu_percent,
         server_cores,
         lost_or_failed=lost_or_failed,
@@ -888,6 +913,7 @@ def assemble(
             "min_return_ratio": Criteria().min_return_ratio,
             "max_p99_ms": Criteria().max_p99_ms,
             "max_generator_lateness_p99_ms": Criteria().max_generator_lateness_p99_ms,
+            "max_lateness_of_a_pass_p99_ms": Criteria().max_lateness_of_a_pass_p99_ms,
         },
         "scenarios": scenarios,
         "webhook": {"runs": webhooks, "p99_ms_median": webhook_p99, "target_p99_ms": TARGET_WEBHOOK_P99_MS},
@@ -965,11 +991,13 @@ def rejudge(doc: dict[str, Any]) -> dict[str, Any]:
                 fields = {k: v for k, v in raw.items() if k not in ("cpu_ms_per_call_s", "kb_per_call")}
                 fields["top_errors"] = [tuple(e) for e in fields["top_errors"]]
                 r = StepRecord(**fields)
-                limit = criteria.max_generator_lateness_p99_ms
+                own = [x for x in r.reasons if not x.startswith((GENERATOR_LATE, SIMULATOR_LATE))]
+                r.reasons, load_side_late = with_lateness(
+                    own, r.lateness_p99_ms, r.simulator_lateness_p99_ms, criteria
+                )
                 r.status = classify(
                     r.reasons,
-                    r.lateness_p99_ms > limit
-                    or simulator_saturated(r.reasons, r.simulator_lateness_p99_ms, limit),
+                    load_side_late,
                     r.server_cpu_percent,
                     len(by_key[key].cores),
                     lost_or_failed=r.return_ratio < min_ratio or bool(r.failed_calls or r.refused_calls),

@@ -105,10 +105,12 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
         )
         + ". A step is sustained when ≥ "
         f"{doc['criteria']['min_return_ratio'] * 100:g} % of frames come back, p99 added latency ≤ "
-        f"{doc['criteria']['max_p99_ms']:g} ms and no call fails; it is **generator-limited** when the "
-        "generator's own lateness p99 exceeds "
+        f"{doc['criteria']['max_p99_ms']:g} ms and no call fails; a failing step is **generator-limited** "
+        "when the generator's own lateness p99 exceeds "
         f"{doc['criteria']['max_generator_lateness_p99_ms']:g} ms while the server still had CPU to "
-        "spare (then the gateway was not shown to fail); likewise when a failing step had the relaying "
+        "spare (then the gateway was not shown to fail). "
+        + _pass_rule(doc)
+        + " Likewise when a failing step had the relaying "
         "simulator, on the generator's core, late by the same limit (its event loop's lag p99, a bucket "
         "bound as for the gateway's below; a late "
         "simulator delays the echo but does not lighten the load, so it never voids a sustained step). "
@@ -353,3 +355,16 @@ def write_results(doc: dict[str, Any], out: Path, plots: bool = True) -> Path:
     md = out / f"{stem}.md"
     md.write_text(render_markdown(doc, plots_dir), encoding="utf-8")
     return md
+
+
+def _pass_rule(doc: dict[str, Any]) -> str:
+    """How a late generator weighs on a step that passes; results judged before the rule had no limit
+    (a late generator voided any step then; ``--rejudge`` applies the rule to them)."""
+    limit = doc["criteria"].get("max_lateness_of_a_pass_p99_ms")
+    if limit is None:
+        return "A late generator made any step generator-limited, even one that passed."
+    return (
+        f"A step that passes stands with the generator late up to {limit:g} ms p99 (one frame: every "
+        "frame still went out within a frame's time, so the whole load arrived, only burstier, and added "
+        "latency is timed from each frame's actual send); later than that it is generator-limited too."
+    )

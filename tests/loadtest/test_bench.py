@@ -525,13 +525,13 @@ async def test_simulator_reports_how_late_its_own_loop_ran() -> None:
     assert after[0.05] - blocked[0.05] == after[float("inf")] - blocked[float("inf")]  # not reported twice
 
 
-def _report(p99_ms: float) -> LoadReport:
-    """One call streaming 10 s with every frame on time and a constant added latency."""
+def _report(p99_ms: float, lateness_ms: float = 0.5) -> LoadReport:
+    """One call streaming 10 s with every frame equally late and a constant added latency."""
     config = LoadConfig(url="http://x", calls=1, credentials=Credentials(twilio_auth_token="t"))
     call = CallResult(carrier="twilio", call_sid="CA1", audio_s_sent=10.0, audio_s_received=10.0)
     histograms = RunHistograms.starting(0.0)
     for k in range(500):
-        histograms.lateness.record(k * 0.02, 0.5)
+        histograms.lateness.record(k * 0.02, lateness_ms)
     for t in range(100):
         histograms.latency.record(t / 10, p99_ms)
     return LoadReport(
@@ -579,6 +579,34 @@ def test_a_late_simulator_explains_a_failure_but_never_voids_a_pass() -> None:
     ).status == (
         "failed"  # a saturated server failed on its own, whoever else was late
     )
+
+
+def test_a_late_generator_voids_a_pass_only_beyond_a_frame() -> None:
+    """Steal or a busy core can make the generator late at any load; a step it still drove within a
+    frame's time, and that passed, was carried by the gateway. Beside a failure, lateness over 5 ms
+    makes the step inconclusive as before."""
+    window, calm = hold_window(2.0, 10.0), HoldFigures(**_hold({"server_cpu_percent": 40.0}))
+
+    def record(p99_ms: float, lateness_ms: float) -> StepRecord:
+        return step_record(300, _report(p99_ms, lateness_ms), calm, 80.0, 1, Criteria(), window)
+
+    within = record(4.0, lateness_ms=12.0)
+    assert within.status == "sustained" and within.reasons == [] and within.lateness_p99_ms > 5
+    beyond = record(4.0, lateness_ms=30.0)
+    assert beyond.status == "generator-limited" and beyond.reasons[0].startswith("generator lateness p99 30")
+    failing = record(35.0, lateness_ms=12.0)
+    assert failing.status == "generator-limited" and len(failing.reasons) == 2
+    assert record(35.0, lateness_ms=1.0).status == "failed"
+
+
+def test_rejudge_applies_the_lateness_rule_to_older_verdicts() -> None:
+    """A pass that an older rule voided for generator lateness within a frame is sustained on re-judge."""
+    doc = orjson.loads(orjson.dumps(_document()))
+    first = doc["scenarios"]["a"]["runs"][0][0]
+    first |= {"status": "generator-limited", "lateness_p99_ms": 9.0}
+    first["reasons"] = ["generator lateness p99 9.0 ms: load generator saturated"]
+    again = rejudge(doc)["scenarios"]["a"]["runs"][0][0]
+    assert again["status"] == "sustained" and again["reasons"] == []
 
 
 def test_convert_audio_changes_format_only_when_needed() -> None:

@@ -38,14 +38,27 @@ async def test_steps_stop_at_first_failure() -> None:
 
 
 async def test_generator_lateness_makes_step_inconclusive() -> None:
+    """Late beside a failure, or later than a frame, the generator leaves the step unjudged."""
+    for p99, lateness in ((25.0, 12.0), (5.0, 30.0)):
+
+        async def fake_run(config: LoadConfig, p99: float = p99, lateness: float = lateness) -> LoadReport:
+            return _report(config, p99=p99, ratio=1.0, lateness_p99=lateness)
+
+        base = LoadConfig(url="http://x", calls=0, credentials=Credentials(twilio_auth_token="t"))
+        result = await run_steps(base, [10, 20], criteria=Criteria(), run=fake_run)
+        (step,) = result.steps
+        assert step.generator_limited and not step.sustained
+        assert any("generator" in r for r in step.reasons)
+
+
+async def test_a_pass_stands_with_the_generator_late_within_a_frame() -> None:
     async def fake_run(config: LoadConfig) -> LoadReport:
         return _report(config, p99=5.0, ratio=1.0, lateness_p99=12.0)
 
     base = LoadConfig(url="http://x", calls=0, credentials=Credentials(twilio_auth_token="t"))
     result = await run_steps(base, [10, 20], criteria=Criteria(), run=fake_run)
-    (step,) = result.steps
-    assert step.generator_limited and not step.sustained
-    assert any("generator" in r for r in step.reasons)
+    assert [s.sustained for s in result.steps] == [True, True] and result.max_sustained == 20
+    assert not any(s.generator_limited or s.reasons for s in result.steps)
 
 
 def test_ratio_to_baseline() -> None:
