@@ -82,8 +82,12 @@ class Pacer:
 
     def _put(self, due: float, stream: PacedStream) -> None:
         # The grid point at or after ``due``; the epsilon keeps t0 + n * 20 ms, on the grid up to
-        # rounding, in its own tick.
-        key = math.ceil((due - self._base) / self.tick_s - 1e-6)
+        # rounding, in its own tick. The ceiling by hand: compiled, int() of a float is native and
+        # math.ceil a Python-level call.
+        grid = (due - self._base) / self.tick_s - 1e-6
+        key = int(grid)
+        if key < grid:
+            key += 1
         bucket = self._buckets.get(key)
         if bucket is None:
             self._buckets[key] = [(due, stream)]
@@ -95,7 +99,6 @@ class Pacer:
         keys = self._keys
         buckets = self._buckets
         clock = self.clock
-        put = self._put
         loop = asyncio.get_running_loop()
         while keys:
             tick_at = self._base + keys[0] * self.tick_s
@@ -122,7 +125,7 @@ class Pacer:
                         log.exception("paced stream failed; dropping it")
                         continue
                     if next_due is not None:
-                        put(next_due, stream)
+                        self._put(next_due, stream)  # a native call when compiled; a bound alias is not
             if keys and self._base + keys[0] * self.tick_s <= clock():
                 await asyncio.sleep(0)
 

@@ -11,15 +11,19 @@ and max are exact. Past ``MAX_SLOTS`` slots, neighbouring slots merge and the sl
 length, so a day-long soak stays bounded too (about 3.4 MB per histogram at most); a time window
 then resolves to whole slots.
 
-Speed: ``record`` is on the generator's per-frame path, so it only appends to a pending buffer
-(tests/bench/bench_timehist.py); every ``FLUSH_EVERY`` samples, and before anything reads the
-histogram, numpy bins the buffer in one pass.
+Speed: ``record`` is on the generator's per-frame path, so it only appends the value to a pending
+list (tests/bench/bench_timehist.py); when a sample falls in another slot than the pending ones, every
+``FLUSH_EVERY`` samples, and before anything reads the histogram, numpy bins the list into its one
+slot. Samples come in time order (the pacer's due times, replies as they arrive), so a slot is binned
+about once a second or every ``FLUSH_EVERY`` samples; a sample out of order only costs an extra
+flush. One slot per flush means no time is kept per sample: binning by slot had cost as much as
+the values' own binning. Compiled, a list append is a native call where ``array.append`` is a
+Python method call.
 """
 
 from __future__ import annotations
 
 import math
-from array import array
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -34,6 +38,7 @@ MAX_SLOTS: Final = 1024
 FLUSH_EVERY: Final = 4096  # samples binned at once: ~0.2 ms of numpy, a few times a second at 800 calls
 
 _LOG_GROWTH: Final = math.log(GROWTH)
+_NO_SLOT: Final = -(1 << 62)  # no sample pending
 
 
 def bucket_of(values_ms: np.ndarray) -> np.ndarray:
@@ -57,7 +62,7 @@ class TimeHistogram:
     """Samples (ms) at monotonic times, bucketed per ``slot_s`` of run time since ``origin``."""
 
     __slots__ = (
-        "_cells", "_counts", "_maxes", "_pending", "_pending_at", "_pending_ms", "_slots", "_sums",
+        "_cells", "_counts", "_maxes", "_pending_at", "_pending_ms", "_pending_slot", "_slots", "_sums",
         "origin", "slot_s",
     )  # fmt: skip
 
@@ -70,16 +75,20 @@ class TimeHistogram:
         self._sums = np.zeros(MAX_SLOTS, dtype=np.float64)
         self._maxes = np.full(MAX_SLOTS, -math.inf)
         self._slots = 0  # slots in use: the last one with a sample, plus one
-        self._pending_at = array("d")
-        self._pending_ms = array("d")
-        self._pending = 0
+        self._pending_ms: list[float] = []  # values of samples all in one slot: ``_pending_slot``
+        self._pending_slot = _NO_SLOT
+        self._pending_at = 0.0  # a time in that slot (the slot is recomputed from it if slots merge)
 
     def record(self, at: float, value_ms: float) -> None:
         """Adds one sample taken at ``at`` (same clock as ``origin``)."""
-        self._pending_at.append(at)
-        self._pending_ms.append(value_ms)
-        self._pending += 1
-        if self._pending >= FLUSH_EVERY:
+        slot = int((at - self.origin) / self.slot_s)
+        if slot != self._pending_slot:
+            self._flush()
+            self._pending_slot = slot
+            self._pending_at = at
+        pending = self._pending_ms
+        pending.append(value_ms)
+        if len(pending) >= FLUSH_EVERY:
             self._flush()
 
     @property
@@ -142,30 +151,25 @@ class TimeHistogram:
         return first, max(first, min(stop, self._slots))
 
     def _flush(self) -> None:
-        """Bins the pending samples: one numpy pass per slot they touch (usually one or two)."""
-        if not self._pending:
+        """Bins the pending samples into their slot: a few numpy calls, whatever their number."""
+        pending = self._pending_ms
+        if not pending:
             return
-        at = np.frombuffer(self._pending_at, dtype=np.float64)
-        values = np.frombuffer(self._pending_ms, dtype=np.float64)
-        slots = self._slots_of(at)
-        while slots.max() >= MAX_SLOTS:
+        slot = self._slot_of(self._pending_at)
+        while slot >= MAX_SLOTS:
             self._merge_pairs()
-            slots = self._slots_of(at)
-        low, high = int(slots.min()), int(slots.max())
-        within = slots - low
-        span = high - low + 1
-        cells = np.bincount(within * BUCKETS + bucket_of(values), minlength=span * BUCKETS)
-        self._cells[low : high + 1] += cells.reshape(span, BUCKETS).astype(np.uint32)
-        self._counts[low : high + 1] += np.bincount(within, minlength=span)
-        self._sums[low : high + 1] += np.bincount(within, weights=values, minlength=span)
-        np.maximum.at(self._maxes, slots, values)
-        self._slots = max(self._slots, high + 1)
-        self._pending_at = array("d")
-        self._pending_ms = array("d")
-        self._pending = 0
+            slot = self._slot_of(self._pending_at)
+        values = np.array(pending, dtype=np.float64)
+        self._cells[slot] += np.bincount(bucket_of(values), minlength=BUCKETS).astype(np.uint32)
+        self._counts[slot] += len(pending)
+        self._sums[slot] += float(values.sum())
+        self._maxes[slot] = max(float(self._maxes[slot]), float(values.max()))
+        self._slots = max(self._slots, slot + 1)
+        self._pending_ms = []
+        self._pending_slot = _NO_SLOT
 
-    def _slots_of(self, at: np.ndarray) -> np.ndarray:
-        return np.maximum(((at - self.origin) / self.slot_s).astype(np.int64), 0)
+    def _slot_of(self, at: float) -> int:
+        return max(0, int((at - self.origin) / self.slot_s))
 
     def _merge_pairs(self) -> None:
         """Halves the time resolution: slots 2k and 2k+1 become slot k."""

@@ -34,6 +34,17 @@ def test_memory_grows_with_run_time_not_with_samples() -> None:
     assert h.summary().max == 99.999
 
 
+def test_samples_out_of_time_order_land_in_their_own_slots() -> None:
+    """Binning goes by one slot at a time; a sample from another slot, earlier or later, is not lost
+    or misplaced, only binned on its own."""
+    h = TimeHistogram(origin=0.0)
+    for at, v in ((0.1, 1.0), (1.2, 2.0), (0.9, 3.0), (1.3, 4.0), (-0.5, 5.0), (2.0, 6.0), (0.2, 7.0)):
+        h.record(at, v)
+    series = h.series()
+    assert series["count"] == [4, 2, 1] and series["max"] == [7.0, 4.0, 6.0]
+    assert h.summary().count == 7 and h.summary().mean == pytest.approx(28.0 / 7)
+
+
 def test_a_long_run_merges_slots_instead_of_growing_past_the_cap() -> None:
     h = TimeHistogram(origin=0.0)
     seconds = 3 * MAX_SLOTS
