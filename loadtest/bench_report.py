@@ -218,6 +218,14 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
         ]
         if failures:
             out += ["Why steps were not sustained:", ""] + [f"- {f}" for f in failures] + [""]
+        retried = [
+            f"{step['calls']} calls (run {i + 1}) measured again after: " + " / ".join(step["retried_after"])
+            for i, run in enumerate(s["runs"])
+            for step in run
+            if step.get("retried_after")
+        ]
+        if retried:
+            out += ["Steps measured again (the generator stalled):", ""] + [f"- {r}" for r in retried] + [""]
     wh = doc["webhook"]
     out += ["## Webhook → TwiML", ""]
     if wh["runs"]:

@@ -167,6 +167,27 @@ async def test_search_stops_when_the_generator_is_too_late_for_cpu_figures() -> 
     assert not cpu_usable("failed", 1.0, 1.0) and cpu_usable("sustained", 99.0, 0.5)
 
 
+async def test_a_load_side_stall_is_measured_again_once() -> None:
+    """One stall of the generator at a light step would void the whole run; the step is measured
+    again, and says so. A step still stalled, or a failed one, ends the search as before."""
+    seen: list[int] = []
+
+    async def measure(calls: int) -> StepRecord:
+        seen.append(calls)
+        stalled = (calls == 25 and seen.count(25) == 1) or calls == 200
+        if calls == 300:
+            return step(calls, "failed")
+        return step(calls, "generator-limited", lateness_p99_ms=65.0) if stalled else step(calls)
+
+    records = await search_steps([25, 50, 200, 300], measure)
+    assert seen == [25, 25, 50, 200, 200]
+    assert [r.status for r in records] == ["sustained", "sustained", "generator-limited"]
+    assert records[0].retried_after == ["generator-limited: generator-limited for a reason"]
+    assert records[1].retried_after == [] and len(records[2].retried_after) == 1
+    seen.clear()
+    assert [r.status for r in await search_steps([300, 400], measure)] == ["failed"] and seen == [300]
+
+
 def test_criteria_for_a_constant_latency_floor() -> None:
     assert criteria_for_floor(2.0, 12.0) == Criteria()
     c = criteria_for_floor(60.0, 12.0)
