@@ -62,6 +62,7 @@ from loadtest.bench_results import (
     classify,
     combine_runs,
     criteria_for_floor,
+    lag_max_floor_ms,
     lag_p99_ms,
     max_sustained,
     median_max_sustained,
@@ -397,6 +398,7 @@ async def sample_hold(server: Server, start_in_s: float, length_s: float) -> Hol
     await asyncio.sleep(length_s)
     s, g = server_sampler.sample(), generator_sampler.sample()
     sim = simulator_sampler.sample() if simulator_sampler is not None else None
+    gateway_lag_after = await _loop_lag(gateway_lag_url, _gateway_lag_buckets)
     return HoldFigures(
         server_cpu_percent=s.cpu_percent,
         server_rss_mb=s.rss_mb,
@@ -409,7 +411,12 @@ async def sample_hold(server: Server, start_in_s: float, length_s: float) -> Hol
         simulator_lateness_p99_ms=_lag_since(
             simulator_lag, await _loop_lag(simulator_lag_url, _simulator_lag_buckets)
         ),
-        loop_lag_p99_ms=_lag_since(gateway_lag, await _loop_lag(gateway_lag_url, _gateway_lag_buckets)),
+        loop_lag_p99_ms=_lag_since(gateway_lag, gateway_lag_after),
+        loop_lag_max_ms=(
+            lag_max_floor_ms(gateway_lag, gateway_lag_after)
+            if gateway_lag is not None and gateway_lag_after is not None
+            else None
+        ),
     )
 
 

@@ -66,6 +66,8 @@ def _waits(step: dict[str, Any]) -> str:
     parts = ["waited for a core, ms/s: " + ", ".join(waits)] if waits else []
     if step.get("loop_lag_p99_ms") is not None:
         parts.append(f"gateway loop lag p99 <= {step['loop_lag_p99_ms']:g} ms")
+    if step.get("loop_lag_max_ms"):
+        parts.append(f"its longest tick > {step['loop_lag_max_ms']:g} ms")
     if step.get("steal_percent") is not None:
         parts.append(f"steal {step['steal_percent']:.1f} %")
     return " (" + "; ".join(parts) + ")" if parts else ""

@@ -64,6 +64,9 @@ class HoldFigures:
     # (``voicegw_event_loop_lag_seconds``; None with several workers, or unreadable).
     simulator_lateness_p99_ms: float | None = None
     loop_lag_p99_ms: float | None = None
+    # The gateway's longest tick, as the lower bound of its bucket: its loop ran at least this late
+    # once. A single stall (one pause of the loop) fails a step's p99 while its lag p99 stays low.
+    loop_lag_max_ms: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -159,6 +162,17 @@ def lag_p99_ms(before: dict[float, float], after: dict[float, float]) -> float |
         if count >= 0.99 * gained[-1]:
             return None if bound == float("inf") else bound * 1000.0
     return None
+
+
+def lag_max_floor_ms(before: dict[float, float], after: dict[float, float]) -> float | None:
+    """How late the longest tick between two scrapes of a cumulative histogram was at least (ms): the
+    largest bucket bound that not every new tick fell within (0 when all did; None: no ticks)."""
+    bounds = sorted(after)
+    gained = {b: after[b] - before.get(b, 0.0) for b in bounds}
+    total = gained[bounds[-1]] if bounds else 0.0
+    if total <= 0:
+        return None
+    return max((b * 1000.0 for b in bounds if gained[b] < total), default=0.0)
 
 
 async def search_steps(

@@ -40,7 +40,7 @@ from loadtest.bench import (
     warm_up,
 )
 from loadtest.bench_procs import Processes
-from loadtest.bench_report import PLOTS, render_markdown, write_results
+from loadtest.bench_report import PLOTS, _waits, render_markdown, write_results
 from loadtest.bench_results import (
     HoldFigures,
     ScenarioSummary,
@@ -58,6 +58,7 @@ from loadtest.bench_results import (
     cpu_per_call_at,
     cpu_usable,
     criteria_for_floor,
+    lag_max_floor_ms,
     lag_p99_ms,
     matched_load_scaling,
     max_sustained,
@@ -581,6 +582,20 @@ def test_loop_lag_p99_is_read_from_what_the_histogram_gained() -> None:
     assert lag_p99_ms(before, after | {0.005: 2000.0}) == 20.0  # 100 over 5 ms: p99 in the next bucket
     assert lag_p99_ms(after, after) is None  # no ticks in the window
     assert lag_p99_ms({}, {0.001: 0.0, inf: 100.0}) is None  # beyond the last bound: unknown
+
+
+def test_one_long_tick_shows_beside_a_low_lag_p99() -> None:
+    """A single stall fails a step's latency p99 while the loop's lag p99 stays low: the longest
+    tick's bucket says whether the gateway's own loop stalled."""
+    inf = float("inf")
+    before = {0.005: 100.0, 0.02: 100.0, 0.5: 100.0, 1.0: 100.0, inf: 100.0}
+    after = {0.005: 2095.0, 0.02: 2099.0, 0.5: 2099.0, 1.0: 2100.0, inf: 2100.0}  # one tick in (0.5, 1]
+    assert lag_p99_ms(before, after) == 5.0 and lag_max_floor_ms(before, after) == 500.0
+    assert lag_max_floor_ms(before, before | {inf: 100.0}) is None  # no ticks
+    assert lag_max_floor_ms({}, {0.005: 10.0, inf: 10.0}) == 0.0  # every tick within the first bucket
+    stalled = step(600, "failed", loop_lag_p99_ms=5.0, loop_lag_max_ms=500.0)
+    assert "lag p99 <= 5 ms; its longest tick > 500 ms" in _waits(stalled.to_json())
+    assert "longest tick" not in _waits(step(600, "failed", loop_lag_max_ms=0.0).to_json())
 
 
 def test_a_late_simulator_explains_a_failure_but_never_voids_a_pass() -> None:
