@@ -412,11 +412,7 @@ async def sample_hold(server: Server, start_in_s: float, length_s: float) -> Hol
             simulator_lag, await _loop_lag(simulator_lag_url, _simulator_lag_buckets)
         ),
         loop_lag_p99_ms=_lag_since(gateway_lag, gateway_lag_after),
-        loop_lag_max_ms=(
-            lag_max_floor_ms(gateway_lag, gateway_lag_after)
-            if gateway_lag is not None and gateway_lag_after is not None
-            else None
-        ),
+        loop_lag_max_ms=_lag_since(gateway_lag, gateway_lag_after, lag_max_floor_ms),
     )
 
 
@@ -452,8 +448,13 @@ def _gateway_lag_buckets(body: str) -> LagBuckets | None:
     } or None
 
 
-def _lag_since(before: LagBuckets | None, after: LagBuckets | None) -> float | None:
-    return lag_p99_ms(before, after) if before is not None and after is not None else None
+def _lag_since(
+    before: LagBuckets | None,
+    after: LagBuckets | None,
+    read: Callable[[LagBuckets, LagBuckets], float | None] = lag_p99_ms,
+) -> float | None:
+    """``read`` (p99 by default) of what a loop-lag histogram gained between two scrapes, if both came."""
+    return read(before, after) if before is not None and after is not None else None
 
 
 def hold_window(ramp_s: float, duration_s: float) -> tuple[float, float]:
@@ -474,14 +475,14 @@ def with_lateness(
 ) -> tuple[list[str], bool]:
     """A step's own ``reasons`` with the generator's and the relaying simulator's lateness added where
     they count (``lateness_reasons``, ``simulator_saturated``), and whether either was added."""
-    out = [*reasons, *lateness_reasons(lateness_p99_ms, reasons, criteria)]
-    generator_late = len(out) > len(reasons)
+    generator_late = lateness_reasons(lateness_p99_ms, reasons, criteria)
+    out = [*reasons, *generator_late]
     limit = criteria.max_generator_lateness_p99_ms
     simulator_late = simulator_saturated(out, simulator_lateness_p99_ms, limit)
     if simulator_late:
         late = simulator_lateness_p99_ms
         out.append(f"{SIMULATOR_LATE} <= {late:g} ms (over {limit:g}): simulator saturated")
-    return out, generator_late or simulator_late
+    return out, bool(generator_late) or simulator_late
 
 
 def step_record(

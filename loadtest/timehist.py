@@ -81,7 +81,7 @@ class TimeHistogram:
 
     def record(self, at: float, value_ms: float) -> None:
         """Adds one sample taken at ``at`` (same clock as ``origin``)."""
-        slot = int((at - self.origin) / self.slot_s)
+        slot = self._slot_of(at)
         if slot != self._pending_slot:
             self._flush()
             self._pending_slot = slot
