@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -199,9 +200,12 @@ class _RelaySession:
     def __init__(self, sim: SimulatorServer, record: SessionRecord) -> None:
         self.sim = sim
         self.record = record
-        self.formats: tuple[AudioFormat, AudioFormat] | None = None
         self.sock: MediaSocket | None = None
         self.closing: set[asyncio.Task[None]] = set()
+        # Set once Settings are applied: sends one audio frame back, as is when the formats match. The
+        # bench's every relayed frame runs this path on the load generator's core, so the format check
+        # and the conversion's call are decided once here, not per frame.
+        self.echo: Callable[[bytes], object] | None = None
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
         sock, response = await MediaSocket.accept(request, max_message_bytes=16 * 1024 * 1024)
@@ -222,13 +226,14 @@ class _RelaySession:
         return response
 
     def _on_message(self, opcode: int, payload: bytes) -> None:
-        assert self.sock is not None
-        if self.formats is not None and opcode == OP_BINARY:
-            self.record.audio_frames += 1
-            self.record.audio_bytes += len(payload)
-            in_fmt, out_fmt = self.formats
-            self.sock.send_binary(convert_audio(payload, in_fmt, out_fmt))
+        echo = self.echo
+        if echo is not None and opcode == OP_BINARY:
+            record = self.record
+            record.audio_frames += 1
+            record.audio_bytes += len(payload)
+            echo(payload)
             return
+        assert self.sock is not None
         if opcode != OP_TEXT:  # audio before Settings: the same answers as the scripted mode
             self._fatal("NON_SETTINGS_MESSAGE_BEFORE_SETTINGS", "Audio sent before Settings.")
             return
@@ -238,7 +243,7 @@ class _RelaySession:
             message = None
         if not isinstance(message, dict):
             self._fatal("UNPARSABLE_CLIENT_MESSAGE", "We could not parse the client message.")
-        elif self.formats is None:
+        elif self.echo is None:
             self.record.handshake["settings"] = message
             if message.get("type") != "Settings":
                 self._fatal("NON_SETTINGS_MESSAGE_BEFORE_SETTINGS", "First message must be Settings.")
@@ -247,7 +252,7 @@ class _RelaySession:
             if isinstance(checked, str):
                 self._fatal("INVALID_SETTINGS", checked)
                 return
-            self.formats = checked
+            self.echo = _echo(self.sock, *checked)
             self.sock.send_text(orjson.dumps({"type": "SettingsApplied"}))
         else:
             self.record.messages.append(message)
@@ -259,6 +264,18 @@ class _RelaySession:
         self.sock.send_text(orjson.dumps({"type": "Error", "code": code, "description": description}))
         task = asyncio.get_running_loop().create_task(self.sock.close(CLOSE_CLIENT_ERROR, code))
         self.closing.add(task)
+
+
+def _echo(sock: MediaSocket, in_fmt: AudioFormat, out_fmt: AudioFormat) -> Callable[[bytes], object]:
+    """What sends a relayed frame back: the socket's own ``send_binary`` when no conversion is needed."""
+    send = sock.send_binary
+    if in_fmt == out_fmt:
+        return send
+
+    def converted(payload: bytes) -> bool:
+        return send(convert_audio(payload, in_fmt, out_fmt))
+
+    return converted
 
 
 class _Session(ScriptedSession):
