@@ -484,7 +484,9 @@ async def test_webhook_probe_against_the_baseline() -> None:
     assert result["round_trip_ms"]["count"] == 10
 
 
-async def _relay_round_trip(in_out: dict[str, object], frame: bytes) -> bytes:
+async def _relay_round_trip(
+    in_out: dict[str, object], frame: bytes, output: dict[str, object] | None = None
+) -> bytes:
     sim = DeepgramSimulator()
     sim.script.relay = True
     await sim.start()
@@ -495,7 +497,7 @@ async def _relay_round_trip(in_out: dict[str, object], frame: bytes) -> bytes:
         ):
             settings = {
                 "type": "Settings",
-                "audio": {"input": in_out, "output": in_out},
+                "audio": {"input": in_out, "output": output or in_out},
                 "agent": {"listen": {}, "think": {}, "speak": {}},
             }
             await ws.send_str(orjson.dumps(settings).decode())
@@ -516,6 +518,16 @@ async def test_relay_sends_each_caller_frame_straight_back() -> None:
     assert await _relay_round_trip({"encoding": "mulaw", "sample_rate": 8000}, frame) == frame
     pcm = bytes(640)
     assert await _relay_round_trip({"encoding": "linear16", "sample_rate": 16000}, pcm) == pcm
+
+
+async def test_relay_converts_when_the_output_format_differs() -> None:
+    """Settings with different input and output formats get each frame back re-encoded, as the
+    scripted simulator would hear and answer it."""
+    mulaw, pcm16 = {"encoding": "mulaw", "sample_rate": 8000}, {"encoding": "linear16", "sample_rate": 16000}
+    frame = bytes(range(160))
+    expected = convert_audio(frame, MULAW_8000, PCM16_16000)
+    assert len(expected) == 640
+    assert await _relay_round_trip(mulaw, frame, output=pcm16) == expected
 
 
 async def test_simulator_reports_how_late_its_own_loop_ran() -> None:
