@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
+import numpy as np
 import orjson
 import pytest
 from aiohttp import WSMsgType
@@ -525,9 +526,12 @@ async def test_relay_converts_when_the_output_format_differs() -> None:
     scripted simulator would hear and answer it."""
     mulaw, pcm16 = {"encoding": "mulaw", "sample_rate": 8000}, {"encoding": "linear16", "sample_rate": 16000}
     frame = bytes(range(160))
-    expected = convert_audio(frame, MULAW_8000, PCM16_16000)
-    assert len(expected) == 640
-    assert await _relay_round_trip(mulaw, frame, output=pcm16) == expected
+    expected = np.frombuffer(convert_audio(frame, MULAW_8000, PCM16_16000), dtype="<i2")
+    got = np.frombuffer(await _relay_round_trip(mulaw, frame, output=pcm16), dtype="<i2")
+    # Equal but for the last bit or two: libsoxr's 16-bit output for the same input moved by up to 2
+    # after unrelated imports in this process (memory layout, presumably), so exact bytes would flake.
+    assert got.shape == expected.shape == (320,)
+    assert int(np.abs(got.astype(np.int32) - expected).max()) <= 2
 
 
 async def test_simulator_reports_how_late_its_own_loop_ran() -> None:
