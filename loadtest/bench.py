@@ -413,6 +413,8 @@ async def sample_hold(server: Server, start_in_s: float, length_s: float) -> Hol
         ),
         loop_lag_p99_ms=_lag_since(gateway_lag, gateway_lag_after),
         loop_lag_max_ms=_lag_since(gateway_lag, gateway_lag_after, lag_max_floor_ms),
+        server_system_percent=s.system_percent,
+        generator_system_percent=g.system_percent,
     )
 
 

@@ -28,10 +28,12 @@ _STEP_COLUMNS = (
     ("simulator_lateness_p99_ms", "sim. late p99 <= ms", "{:g}"),
     ("loop_lag_p99_ms", "loop lag p99 <= ms", "{:g}"),
     ("server_cpu_percent", "server CPU %", "{:.0f}"),
+    ("server_system_percent", "of which sys %", "{:.0f}"),
     ("cpu_ms_per_call_s", "CPU ms/call-s", "{:.2f}"),
     ("server_rss_mb", "RSS MB", "{:.0f}"),
     ("kb_per_call", "KB/call", "{:.0f}"),
     ("generator_cpu_percent", "gen. CPU %", "{:.0f}"),
+    ("generator_system_percent", "of which sys %", "{:.0f}"),
     ("simulator_cpu_percent", "sim. CPU %", "{:.0f}"),
     ("loop_wait_ms_per_s", "loop wait ms/s", "{:.0f}"),
     ("generator_wait_ms_per_s", "gen. wait ms/s", "{:.0f}"),
@@ -121,8 +123,10 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
         "sustained step below the first failed one. CPU is sampled from /proc over "
         "the hold window (server process and its children), and added latency and generator lateness "
         "are judged over the same window (every call streaming; the ramp's set-up burst excluded, its "
-        "whole-run p99s are in the JSON); lost frames and failed calls count over the whole run; "
-        "KB/call = (RSS - idle RSS) / calls. Wait ms/s is run-queue wait over the hold window "
+        "whole-run p99s are in the JSON); of which sys % is the part of that CPU spent in the kernel "
+        "(system time: on loopback a socket write also runs the peer's TCP receive); lost frames and "
+        "failed calls count over the whole run; KB/call = (RSS - idle RSS) / calls. Wait ms/s is "
+        "run-queue wait over the hold window "
         "(/proc/<pid>/task/<tid>/schedstat): how long per second the server's event loop, the "
         "generator's loop or the simulator's threads were ready to run but had no core; the simulator "
         "shares the generator's core, and its delays count as added latency. Loop lag p99 is how late the "

@@ -67,6 +67,11 @@ class HoldFigures:
     # The gateway's longest tick, as the lower bound of its bucket: its loop ran at least this late
     # once. A single stall (one pause of the loop) fails a step's p99 while its lag p99 stays low.
     loop_lag_max_ms: float | None = None
+    # Kernel (system) time within server and generator CPU %, % of one core (since the thirteenth
+    # session; None in older files): on loopback about half of a relaying process's CPU, which no
+    # change to its Python code can reach.
+    server_system_percent: float | None = None
+    generator_system_percent: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -268,6 +273,8 @@ OPTIONAL_MEDIAN_FIGURES = (
     "generator_wait_ms_per_s",
     "simulator_wait_ms_per_s",
     "steal_percent",
+    "server_system_percent",
+    "generator_system_percent",
 )
 
 

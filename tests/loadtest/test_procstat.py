@@ -71,3 +71,24 @@ def test_steal_is_a_share_or_unknown() -> None:
     steal = sampler.sample()
     assert steal is None or 0.0 <= steal <= 100.0
     assert StealSampler(frozenset({10_000})).sample() is None  # no such core
+
+
+SYSCALLS = "import os, time\\nend = time.time() + 2\\nwhile time.time() < end: os.getppid(); os.stat('.')"
+
+
+def test_system_time_is_told_apart_from_user_time() -> None:
+    """A loop of system calls spends much of its CPU in the kernel; a pure spinner next to none."""
+    spin = subprocess.Popen([sys.executable, "-c", SPIN.replace("\\n", "\n")])
+    calls = subprocess.Popen([sys.executable, "-c", SYSCALLS.replace("\\n", "\n")])
+    try:
+        time.sleep(0.3)
+        spinning, calling = ProcSampler((spin.pid,)), ProcSampler((calls.pid,))
+        time.sleep(0.8)
+        spun, called = spinning.sample(), calling.sample()
+    finally:
+        for p in (spin, calls):
+            p.kill()
+            p.wait()
+    # Loose: the machine may be shared, and clock ticks are coarse (10 ms).
+    assert 0.0 <= spun.system_percent < 0.25 * spun.cpu_percent
+    assert 0.25 * called.cpu_percent < called.system_percent <= called.cpu_percent
