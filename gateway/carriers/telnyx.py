@@ -44,8 +44,10 @@ from providers.base import ALAW_8000, MULAW_8000, Audio, AudioFormat
 
 _loads: Final = orjson.loads  # a C static under mypyc, not a module attribute looked up per frame
 
-# UNVERIFIED: Telnyx's L16 byte order. Reports conflict; we follow RFC 2586 (network order,
-# big-endian), as pipecat#3383/#3384 do. Set to False to treat L16 as little-endian PCM16.
+# UNVERIFIED: Telnyx's L16 byte order. Telnyx's own pages do not say, and reports conflict; we follow
+# RFC 2586 (network order, big-endian), as pipecat's Telnyx serializer now does on its main branch
+# (it byte-swaps L16 both ways; proposed in pipecat#3383, seen 2026-12-07). Set to False to treat L16
+# as little-endian PCM16.
 L16_BIG_ENDIAN = True  # not Final: compiled code (setup.py) then reads it at run time, so it can be switched
 
 # UNVERIFIED: whether Telnyx accepts/requires ``stream_id`` on frames we send. Pipecat omits it
