@@ -68,7 +68,7 @@ class HoldFigures:
     # once. A single stall (one pause of the loop) fails a step's p99 while its lag p99 stays low.
     loop_lag_max_ms: float | None = None
     # Kernel (system) time within server and generator CPU %, % of one core (since the thirteenth
-    # session; None in older files): on loopback about half of a relaying process's CPU, which no
+    # session; None in older files): on loopback over half of a relaying process's CPU, which no
     # change to its Python code can reach.
     server_system_percent: float | None = None
     generator_system_percent: float | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -87,6 +88,19 @@ def _waits_ns(pid: int) -> tuple[int, int] | None:
     return (main, total) if seen else None
 
 
+def _gained(
+    now: Mapping[int, tuple[float, float]], last: Mapping[int, tuple[float, float]]
+) -> tuple[float, float]:
+    """How much each of a pair of per-process counters grew, summed over the processes. A process first
+    seen now started after the previous sample: all of its counts are new."""
+    first = second = 0.0
+    for pid, (a, b) in now.items():
+        was_a, was_b = last.get(pid, (0.0, 0.0))
+        first += a - was_a
+        second += b - was_b
+    return first, second
+
+
 class ProcSampler:
     """``sample()`` gives the CPU % used and the run-queue wait since the previous sample, and the
     current RSS, summed over ``pids`` and their direct children (re-discovered each time, so workers
@@ -123,15 +137,11 @@ class ProcSampler:
         self._last_wall, self._last_cpu, self._last_waits = now, cpu, waits
         if elapsed <= 0:
             return ProcSample(0.0, sum(_rss_kb(pid) for pid in cpu) / 1024)
-        # A process first seen now started after the previous sample: all its CPU time and waits are new.
-        none = (0.0, 0.0)
-        user = sum(value[0] - last_cpu.get(pid, none)[0] for pid, value in cpu.items())
-        system = sum(value[1] - last_cpu.get(pid, none)[1] for pid, value in cpu.items())
+        user, system = _gained(cpu, last_cpu)
         main_wait = all_wait = None
         if waits:
-            zero = (0, 0)
-            main_wait = sum(w[0] - last_waits.get(pid, zero)[0] for pid, w in waits.items()) / 1e6 / elapsed
-            all_wait = sum(w[1] - last_waits.get(pid, zero)[1] for pid, w in waits.items()) / 1e6 / elapsed
+            main_ns, all_ns = _gained(waits, last_waits)
+            main_wait, all_wait = main_ns / 1e6 / elapsed, all_ns / 1e6 / elapsed
         rss_mb = sum(_rss_kb(pid) for pid in cpu) / 1024
         return ProcSample(
             100.0 * (user + system) / elapsed, rss_mb, main_wait, all_wait, 100.0 * system / elapsed
