@@ -8,7 +8,7 @@ collector turns the counters into Prometheus families when ``/metrics`` is scrap
 from __future__ import annotations
 
 import bisect
-import gc
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -130,9 +130,9 @@ class _Collector:
                 {"generation": str(generation)},
             )
         yield GaugeMetricFamily(
-            "voicegw_gc_frozen_objects",
-            "Objects full garbage collections skip (gateway/gc_freeze.py); growth without calls is a leak",
-            value=gc.get_freeze_count(),
+            "voicegw_python_allocated_blocks",
+            "Python's small-object blocks in use (gateway/gc_freeze.py): growth beyond live calls is a leak",
+            value=sys.getallocatedblocks(),
         )
         w = self.writer_stats()
         yield GaugeMetricFamily("voicegw_writer_queue_depth", "Rows waiting in the writer", value=w["depth"])

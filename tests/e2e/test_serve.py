@@ -43,6 +43,7 @@ async def test_health_ready_metrics(served: ServeProcess) -> None:
             "voicegw_frames_dropped_total",
             "voicegw_event_loop_lag_seconds_bucket",
             'voicegw_gc_pause_seconds_bucket{generation="2"',
+            "voicegw_python_allocated_blocks",
         ):
             assert name in text, name
         # The loop-lag timer has been ticking (200 a second) for as long as the call lasted.
