@@ -1,5 +1,5 @@
 """The freeze policy: live calls' objects leave the collector's view; a full collection of
-everything runs only when nobody hears it, or when the frozen set grew as a leak would."""
+everything runs only when nobody hears it, or when memory in use grew as a leak would."""
 
 from __future__ import annotations
 
