@@ -23,6 +23,8 @@ from pathlib import Path
 
 import aiohttp
 
+from loadtest.cpu_budget import ServerBudget
+
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 10.0
@@ -60,6 +62,7 @@ class Child:
     popen: subprocess.Popen[bytes]
     log_path: Path
     cores: frozenset[int]
+    budget: ServerBudget | None = None  # its CPU quota's cgroups, removed when it stops
 
     @property
     def pid(self) -> int:
@@ -87,8 +90,11 @@ class Processes:
         cores: Iterable[int],
         env: Mapping[str, str],
         cwd: Path,
+        budget: ServerBudget | None = None,
     ) -> Child:
         pinned = frozenset(cores)
+        if budget is not None:
+            argv = budget.wrap(argv)
         log_path = self._log_dir / f"{name}.log"
         with open(log_path, "ab") as out:
             popen = subprocess.Popen(
@@ -102,9 +108,15 @@ class Processes:
                 # Before exec, so every thread and forked worker inherits the pinning.
                 preexec_fn=lambda: os.sched_setaffinity(0, pinned),
             )
-        child = Child(name, popen, log_path, pinned)
+        child = Child(name, popen, log_path, pinned, budget)
         self._children.append(child)
-        log.info("started %s (pid %d) on core(s) %s", name, popen.pid, sorted(pinned))
+        log.info(
+            "started %s (pid %d) on core(s) %s%s",
+            name,
+            popen.pid,
+            sorted(pinned),
+            f", capped at {budget.cores:g} core(s)" if budget is not None else "",
+        )
         return child
 
     def stop(self, child: Child) -> None:
@@ -125,18 +137,28 @@ class Processes:
 
 
 def _stop(child: Child) -> None:
-    if child.popen.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(child.pid, signal.SIGTERM)
     try:
-        child.popen.wait(STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        log.warning("%s (pid %d) ignored SIGTERM for %.0f s: killing it", child.name, child.pid, STOP_GRACE_S)
+        _stop_processes(child)
+    finally:
+        if child.budget is not None:
+            child.budget.remove()
+
+
+def _stop_processes(child: Child) -> None:
+    if child.popen.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)
-        child.popen.wait()
-    # Workers left behind by a parent that died first share its process group.
+            os.killpg(child.pid, signal.SIGTERM)
+        try:
+            child.popen.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            log.warning(
+                "%s (pid %d) ignored SIGTERM for %.0f s: killing it", child.name, child.pid, STOP_GRACE_S
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.popen.wait()
+    # Workers left behind by a parent that died first share its process group (also when the parent
+    # had already gone before the stop).
     with contextlib.suppress(ProcessLookupError):
         os.killpg(child.pid, signal.SIGKILL)
 

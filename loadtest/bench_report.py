@@ -39,6 +39,7 @@ _STEP_COLUMNS = (
     ("generator_wait_ms_per_s", "gen. wait ms/s", "{:.0f}"),
     ("simulator_wait_ms_per_s", "sim. wait ms/s", "{:.0f}"),
     ("steal_percent", "steal %", "{:.1f}"),
+    ("server_throttled_ms_per_s", "throttled ms/s", "{:.0f}"),
     ("load_before", "load before", "{:.2f}"),
     ("load_after", "load after", "{:.2f}"),
 )
@@ -81,6 +82,21 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _budget_rule(options: dict[str, Any]) -> str:
+    """How ``--cpu-budget`` capped the servers, if it did."""
+    budget, quota = options.get("cpu_budget"), options.get("cpu_quota_per_worker")
+    if budget is None or quota is None:
+        return ""
+    return (
+        f". **Every server capped at {budget:g} of a core per worker** (a cgroup CPU quota of "
+        f"{quota['quota_us']} µs per {quota['period_us']} µs, one cgroup per worker; throttled ms/s is "
+        "how long per second the workers, summed, waited out their quota; each worker's cgroup weighs 100 "
+        "times the default, so it has its share of a core when it wants it): the load generator runs on "
+        "any core and gets the rest of the machine, (d) over (a) compares equal budgets, and whole-core "
+        "targets are not judged"
+    )
+
+
 def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
     """The human summary: machine, targets with evidence, one table per scenario, ratios, plots."""
     m, o = doc["machine"], doc["options"]
@@ -107,6 +123,7 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
             if "rejudged_at" in doc
             else ""
         )
+        + _budget_rule(o)
         + ". A step is sustained when ≥ "
         f"{doc['criteria']['min_return_ratio'] * 100:g} % of frames come back, p99 added latency ≤ "
         f"{doc['criteria']['max_p99_ms']:g} ms and no call fails; a failing step is **generator-limited** "

@@ -99,6 +99,17 @@ def _steps(text: str) -> tuple[int, ...]:
     return steps
 
 
+def _fraction(text: str) -> float:
+    from loadtest.cpu_budget import quota_for
+
+    try:
+        value = float(text)
+        quota_for(value)  # refuses what is not a fraction of one core
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--cpu-budget: {exc}") from None
+    return value
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
@@ -107,6 +118,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from loadtest.bench import BenchOptions, run_bench
     from loadtest.bench_report import write_results
+    from loadtest.cpu_budget import CpuBudgetUnavailable
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     given = {
@@ -121,6 +133,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             "profile": False if args.no_profile else None,
             "simulator_in_process": False if args.simulator_process else None,
             "frame_cost": False if args.no_frame_cost else None,
+            "cpu_budget": args.cpu_budget,
         }.items()
         if v is not None
     }
@@ -144,6 +157,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted: every process the bench started has been stopped", file=sys.stderr)
         return 130
+    except CpuBudgetUnavailable as exc:
+        print(f"--cpu-budget: {exc}", file=sys.stderr)
+        return 2
     md = write_results(doc, options.out)
     for t in doc["targets"]:
         print(f"{t['verdict']:>17}  {t['target']}: {t['evidence']}")
@@ -177,6 +193,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="(b), (c): the provider simulator in a process of its own on the generator's core "
         "(default: in the generator's event loop)",
+    )
+    b.add_argument(
+        "--cpu-budget",
+        type=_fraction,
+        metavar="FRACTION",
+        help="cap every server at FRACTION of a core per worker (a cgroup CPU quota; needs root): "
+        "on a 2-core machine (d)'s workers then leave the load generator room, and (d) over (a) is "
+        "measured at equal budgets; whole-core targets are not judged",
     )
     b.add_argument(
         "--rejudge", metavar="JSON", help="re-apply the current rules to a results file (no new measurement)"

@@ -279,10 +279,21 @@ def test_ratio_latency_scaling_memory_and_webhook_verdicts() -> None:
     d = summary("d", [[step(200, cpu=100), step(400, cpu=200), step(600, "failed")]], cores=2)
     scaling = check_scaling(a, d, 1.8, 2)
     assert scaling.verdict == "met" and "PROJECTION" in scaling.evidence  # 400 >= 1.8 x 200, both failed
-    d_short = summary(
+    # A search the generator cut short measured a floor of (d)'s capacity: enough when the floor already
+    # reaches the factor, nothing when it does not.
+    d_floor = summary(
         "d", [[step(200, cpu=100), step(400, cpu=200), step(600, "generator-limited")]], cores=2
     )
-    assert check_scaling(a, d_short, 1.8, 2).verdict == "generator-limited"  # the generator was measured
+    assert check_scaling(a, d_floor, 1.8, 2).verdict == "met"  # 400 >= 1.8 x 200, and (a) failed at 300
+    d_short = summary(
+        "d", [[step(200, cpu=100), step(300, cpu=150), step(400, "generator-limited")]], cores=2
+    )
+    assert check_scaling(a, d_short, 1.8, 2).verdict == "generator-limited"  # 300 < 360: the generator
+    # ... and a (d) that failed below 1.8 x a floor of (a)'s capacity missed it, whatever (a) could do.
+    a_floor = summary("a", [[step(100), step(200), step(300, "generator-limited")]])
+    d_failed = summary("d", [[step(200), step(300), step(400, "failed")]], cores=2)
+    assert check_scaling(a_floor, d_failed, 1.8, 2).verdict == "not met"
+    assert check_scaling(a_floor, d_floor, 1.8, 2).verdict == "generator-limited"  # two floors
 
     mem = check_memory([summary("a", [[step(100, server_rss_mb=90.0)]])], 150.0)
     assert mem.verdict == "met" and "102 KB" in mem.evidence
@@ -312,8 +323,9 @@ def test_scaling_is_also_projected_at_equal_load_per_worker() -> None:
 # -- rendering ------------------------------------------------------------------------------------------
 
 
-def _document() -> dict[str, Any]:
-    data = {sc.key: ScenarioData(sc) for sc in SCENARIOS[:3]}
+def _document(opts: BenchOptions | None = None) -> dict[str, Any]:
+    opts = opts or BenchOptions(runs=1)
+    data = {sc.key: ScenarioData(sc, opts.server_cores(sc)) for sc in SCENARIOS[:3]}
     data["baseline"].runs.append([step(50, cpu=20), step(100, cpu=40), step(150, "generator-limited")])
     waits = {"loop_wait_ms_per_s": 12.0, "simulator_wait_ms_per_s": 250.0, "steal_percent": 0.4}
     data["a"].runs.append([step(50, cpu=30), step(100, cpu=60), step(150, "failed", cpu=95, **waits)])
@@ -344,7 +356,7 @@ def _document() -> dict[str, Any]:
         "uvloop": "0.2",
         "load_average": [0.1, 0.1, 0.1],
     }
-    return assemble(BenchOptions(runs=1), machine, data, [webhook | {"baseline": webhook}], time.time())
+    return assemble(opts, machine, data, [webhook | {"baseline": webhook}], time.time())
 
 
 def test_document_and_markdown(tmp_path: Path) -> None:
