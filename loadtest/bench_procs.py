@@ -115,7 +115,7 @@ class Processes:
             name,
             popen.pid,
             sorted(pinned),
-            f", capped at {budget.cores:g} core(s)" if budget is not None else "",
+            f", capped at {budget.cores:.2f} core(s)" if budget is not None else "",
         )
         return child
 

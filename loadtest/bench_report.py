@@ -91,9 +91,10 @@ def _budget_rule(options: dict[str, Any]) -> str:
         f". **Every server capped at {budget:g} of a core per worker** (a cgroup CPU quota of "
         f"{quota['quota_us']} µs per {quota['period_us']} µs, one cgroup per worker; throttled ms/s is "
         "how long per second the workers, summed, waited out their quota; each worker's cgroup weighs 100 "
-        "times the default, so it has its share of a core when it wants it): the load generator runs on "
-        "any core and gets the rest of the machine, (d) over (a) compares equal budgets, and whole-core "
-        "targets are not judged"
+        "times the default, so it has its share of a core when it wants it). (d)'s two workers are pinned "
+        "one per core, the first where (a)'s only one runs, the second beside the load generator, which "
+        "gets the rest of the machine. (d) over (a) compares equal budgets; whole-core targets are not "
+        "judged"
     )
 
 
@@ -160,13 +161,13 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
     )
     out += [
         "",
-        "PROJECTION = 1 core (2 for (d)) / server CPU per call at the largest step whose CPU figure is "
-        "usable (sustained, or generator-limited with the generator's lateness p99 <= 20 ms and >= 99 % of "
-        "frames back: the gateway still handled every frame); the marginal variant subtracts the idle CPU "
-        "and divides the rest by the CPU each extra call adds between the two largest usable steps (left "
-        "out when that is under a quarter of the average call's: the steps differed by less than the "
-        "noise). Both are extrapolations, not measurements; latency usually degrades before a core is "
-        "100 % busy.",
+        "PROJECTION = 1 core (2 for (d); under a CPU budget, the servers' budget) / server CPU per call "
+        "at the largest step whose CPU figure is usable (sustained, or generator-limited with the "
+        "generator's lateness p99 <= 20 ms and >= 99 % of frames back: the gateway still handled every "
+        "frame); the marginal variant subtracts the idle CPU and divides the rest by the CPU each extra "
+        "call adds between the two largest usable steps (left out when that is under a quarter of the "
+        "average call's: the steps differed by less than the noise). Both are extrapolations, not "
+        "measurements; latency usually degrades before a core is 100 % busy.",
         "",
     ]
     for key, s in doc["scenarios"].items():

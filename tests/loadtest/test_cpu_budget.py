@@ -186,5 +186,5 @@ def test_the_report_says_how_the_servers_were_capped() -> None:
     assert doc["scenarios"]["a"]["server_cpu_cores"] == 0.4
     md = render_markdown(doc)
     assert "Every server capped at 0.4 of a core per worker" in md and "1000 µs per 2500 µs" in md
-    assert "| throttled ms/s |" in md
+    assert "(d)'s two workers are pinned one per core" in md and "| throttled ms/s |" in md
     assert "Every server capped" not in render_markdown(_document())
