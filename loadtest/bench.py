@@ -74,7 +74,7 @@ from loadtest.bench_results import (
 from loadtest.carriers.plan import Credentials
 from loadtest.carriers.signing import twilio_signature
 from loadtest.cpu_budget import ServerBudget, quota_for
-from loadtest.procstat import ProcSampler, StealSampler
+from loadtest.procstat import ProcSampler, StealSampler, child_pids, connections_per_process
 from loadtest.runner import (
     GENERATOR_LATE,
     Criteria,
@@ -418,6 +418,8 @@ async def sample_hold(server: Server, start_in_s: float, length_s: float) -> Hol
     generator_sampler = ProcSampler((os.getpid(),), include_children=False)
     simulator_sampler = ProcSampler((simulator_pid,)) if simulator_pid is not None else None
     steal = StealSampler(frozenset(range(os.cpu_count() or 1)))
+    workers = child_pids(server.main.pid) if server.scenario.workers > 1 else []
+    worker_samplers = [ProcSampler((pid,), include_children=False) for pid in workers]
     throttled_before = server.budget.throttled_s() if server.budget is not None else 0.0
     await asyncio.sleep(length_s)
     s, g = server_sampler.sample(), generator_sampler.sample()
@@ -427,6 +429,8 @@ async def sample_hold(server: Server, start_in_s: float, length_s: float) -> Hol
         else None
     )
     sim = simulator_sampler.sample() if simulator_sampler is not None else None
+    busiest_cpu = max((w.sample().cpu_percent for w in worker_samplers), default=None)
+    held = connections_per_process(tuple(workers), int(server.url.rsplit(":", 1)[1])).values()
     gateway_lag_after = await _loop_lag(gateway_lag_url, _gateway_lag_buckets)
     return HoldFigures(
         server_cpu_percent=s.cpu_percent,
@@ -445,6 +449,8 @@ async def sample_hold(server: Server, start_in_s: float, length_s: float) -> Hol
         server_system_percent=s.system_percent,
         generator_system_percent=g.system_percent,
         server_throttled_ms_per_s=throttled,
+        busiest_worker_call_share=max(held) / sum(held) if sum(held) else None,
+        busiest_worker_cpu_percent=busiest_cpu,
     )
 
 

@@ -40,6 +40,8 @@ _STEP_COLUMNS = (
     ("simulator_wait_ms_per_s", "sim. wait ms/s", "{:.0f}"),
     ("steal_percent", "steal %", "{:.1f}"),
     ("server_throttled_ms_per_s", "throttled ms/s", "{:.0f}"),
+    ("busiest_worker_call_share", "busiest worker's calls", "{:.0%}"),
+    ("busiest_worker_cpu_percent", "busiest worker CPU %", "{:.0f}"),
     ("load_before", "load before", "{:.2f}"),
     ("load_after", "load after", "{:.2f}"),
 )

@@ -75,6 +75,11 @@ class HoldFigures:
     # With ``--cpu-budget`` (since the fifteenth session): ms per second the server's workers, summed,
     # were held back by their CPU quota. Well above zero means the budget, not the code, set the pace.
     server_throttled_ms_per_s: float | None = None
+    # With several workers (since the fifteenth session): the largest share of the calls' connections
+    # one worker held at the hold's end (0.5 is an even split between two: the kernel's SO_REUSEPORT
+    # hash decides), and the busiest worker's CPU %, against its core or its budget.
+    busiest_worker_call_share: float | None = None
+    busiest_worker_cpu_percent: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -279,6 +284,8 @@ OPTIONAL_MEDIAN_FIGURES = (
     "server_system_percent",
     "generator_system_percent",
     "server_throttled_ms_per_s",
+    "busiest_worker_call_share",
+    "busiest_worker_cpu_percent",
 )
 
 

@@ -7,7 +7,8 @@ capacity over (a)'s is then measured at equal CPU budgets instead of projected.
 
 The quota is the kernel's CFS bandwidth control: cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us`` and
 ``cpu.cfs_period_us``. A capped process runs its quota, then waits out the rest of the period, so the
-period is kept short (a few ms) and the same for every server, (a) and (d) alike.
+period is kept short (a few ms) and the same for every server, (a) and (d) alike. Each worker has a
+cgroup of its own, weighted to get its share when it wants it, and is pinned to a core of its own.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtest.procstat import child_pids
+
 MIN_QUOTA_US = 1000  # the kernel refuses a shorter quota (EINVAL)
 MIN_PERIOD_US = 2500  # ≤ 1.5 ms waited per period at a 0.4-core budget
 # The budget's share of a core is the server's first, when it wants it: against the default weight of
 # everything else (the load generator), 100 times the default (v1 ``cpu.shares`` 1024, v2
 # ``cpu.weight`` 100), so a worker waits for a core only when its quota is spent.
 PRIORITY_FACTOR = 100
-REMOVE_WAIT_S = 5.0  # a killed worker leaves its cgroup a moment after its parent saw it go
+# How long to wait for workers: a forked one to appear, a killed one to leave its cgroup (a moment
+# after its parent saw it go).
+SETTLE_S = 5.0
 SYSTEM_ROOT = Path("/")  # where /proc and /sys are (tests point it at a tree of their own)
 
 
@@ -109,7 +114,7 @@ class CpuCgroup:
 
     def remove(self) -> None:
         """Deletes the cgroup once its processes are gone (call after stopping them)."""
-        deadline = time.monotonic() + REMOVE_WAIT_S
+        deadline = time.monotonic() + SETTLE_S
         while True:
             try:
                 self.path.rmdir()
@@ -159,17 +164,16 @@ class ServerBudget:
         with what its weight puts behind it; RuntimeError when the workers are not all there soon."""
         if len(self.groups) == 1:
             return
-        children = SYSTEM_ROOT / f"proc/{parent_pid}/task/{parent_pid}/children"
-        deadline = time.monotonic() + REMOVE_WAIT_S
-        while len(pids := children.read_text().split()) < len(self.groups):
+        deadline = time.monotonic() + SETTLE_S
+        while len(pids := child_pids(parent_pid)) < len(self.groups):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"pid {parent_pid} has {len(pids)} of {len(self.groups)} workers")
             time.sleep(0.05)
         if len(pids) > len(self.groups):
             raise RuntimeError(f"pid {parent_pid} has {len(pids)} children, not {len(self.groups)} workers")
-        for n, (group, pid) in enumerate(zip(self.groups, sorted(map(int, pids)), strict=True)):
+        for n, (group, pid) in enumerate(zip(self.groups, sorted(pids), strict=True)):
             group.move(pid)
-            for tid in (SYSTEM_ROOT / f"proc/{pid}/task").iterdir():  # every thread it has started
+            for tid in Path(f"/proc/{pid}/task").iterdir():  # every thread it has started
                 os.sched_setaffinity(int(tid.name), {cores[n % len(cores)]})
 
     def throttled_s(self) -> float:

@@ -1,8 +1,10 @@
 """CPU and RSS of a process (and its direct children, e.g. SO_REUSEPORT workers) from /proc (Linux);
-how long its threads waited for a core, and how much of a core the hypervisor took (steal)."""
+how long its threads waited for a core, how much of a core the hypervisor took (steal), and how many
+of a port's connections each process holds."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping
@@ -49,7 +51,8 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
+    """``pid``'s direct children as they are now (none when it is gone)."""
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             return [int(x) for x in f.read().split()]
@@ -62,7 +65,7 @@ def _with_children(pids: tuple[int, ...], include_children: bool) -> list[int]:
     out = list(pids)
     if include_children:
         for pid in pids:
-            out += _children(pid)
+            out += child_pids(pid)
     return out
 
 
@@ -185,3 +188,40 @@ class StealSampler:
         if cur is None or last is None or cur[1] <= last[1]:
             return None
         return 100.0 * (cur[0] - last[0]) / (cur[1] - last[1])
+
+
+def _established_inodes(port: int) -> set[int]:
+    """Socket inodes of established TCP connections whose local port is ``port`` (IPv4 and IPv6)."""
+    inodes: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f, None)  # the header
+                for line in f:
+                    fields = line.split()
+                    # local address "0100007F:1F90", state "01" (ESTABLISHED), inode in field 10
+                    if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(int(fields[9]))
+        except OSError:
+            continue
+    return inodes
+
+
+def connections_per_process(pids: tuple[int, ...], port: int) -> dict[int, int]:
+    """How many established connections to local ``port`` each process holds: with SO_REUSEPORT
+    workers, how the kernel's hash split the calls among them."""
+    inodes = _established_inodes(port)
+    held: dict[int, int] = {}
+    for pid in pids:
+        count = 0
+        try:
+            with os.scandir(f"/proc/{pid}/fd") as fds:
+                for fd in fds:
+                    with contextlib.suppress(OSError):
+                        link = os.readlink(fd.path)
+                        if link.startswith("socket:[") and int(link[8:-1]) in inodes:
+                            count += 1
+        except OSError:
+            pass
+        held[pid] = count
+    return held

@@ -32,6 +32,7 @@ from loadtest.bench import (
     ScenarioData,
     assemble,
     hold_window,
+    measure_step,
     measure_webhooks,
     rejudge,
     relay_tenant,
@@ -463,6 +464,21 @@ def test_children_are_pinned_and_stopped_with_their_own_children(tmp_path: Path)
     while group(child.pid) and time.monotonic() < deadline:  # reaped by init a moment later
         time.sleep(0.05)
     assert group(child.pid) == []
+
+
+async def test_a_step_with_two_workers_says_how_the_calls_split_between_them(tmp_path: Path) -> None:
+    """(d)'s hold figures: the largest share of the calls one worker held (half or more) and the
+    busiest worker's CPU; a one-process server has neither."""
+    (d,) = (sc for sc in SCENARIOS if sc.key == "d")
+    env = BenchEnv.create(tmp_path)
+    opts = BenchOptions(ramp_s=0.5, duration_s=2.0)
+    with Processes(tmp_path) as procs:
+        server = await start_server(d, env, procs, "t-d2")
+        await warm_up(server, env)
+        record = await measure_step(server, env, 12, opts, 0.0, Criteria())
+    assert record.return_ratio > 0.99
+    assert record.busiest_worker_call_share is not None and 0.5 <= record.busiest_worker_call_share <= 1.0
+    assert record.busiest_worker_cpu_percent is not None and record.busiest_worker_cpu_percent > 0
 
 
 async def test_a_relay_scenario_with_the_simulator_in_this_process(

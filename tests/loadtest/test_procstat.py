@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from loadtest.procstat import ProcSampler, StealSampler
+from loadtest.procstat import ProcSampler, StealSampler, connections_per_process
 
 SPIN = "import time\\nend = time.time() + 2\\nwhile time.time() < end: pass"
 BUSY_PARENT = f"""
@@ -97,3 +98,20 @@ def test_system_time_is_told_apart_from_user_time() -> None:
     # Loose: the machine may be shared, and clock ticks are coarse (10 ms).
     assert 0.0 <= spun.system_percent < 0.25 * spun.cpu_percent
     assert 0.25 * called.cpu_percent < called.system_percent <= called.cpu_percent
+
+
+def test_connections_to_a_port_are_counted_per_process_holding_them() -> None:
+    """The accepted (server) ends count, for the process that holds them; the clients' ends and the
+    listener do not."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        accepted = [listener.accept()[0] for _ in clients]
+        try:
+            assert connections_per_process((os.getpid(),), port) == {os.getpid(): 3}
+            accepted.pop().close()
+            assert connections_per_process((os.getpid(),), port) == {os.getpid(): 2}
+        finally:
+            for s in clients + accepted:
+                s.close()
+    assert connections_per_process((2**22 + 1,), port) == {2**22 + 1: 0}  # a process that is gone
