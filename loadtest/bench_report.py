@@ -119,7 +119,9 @@ def render_markdown(doc: dict[str, Any], plots_dir: str | None = None) -> str:
         )
         + f". Steps {o['steps']}, calls ramped in over "
         f"{o['ramp_s']:g} s, "
-        f"held {o['duration_s']:g} s; figures are medians of {o['runs']} run(s)"
+        f"held {o['duration_s']:g} s"
+        + (f" and judged from {o['settle_s']:g} s after the ramp" if o.get("settle_s", 1.0) != 1.0 else "")
+        + f"; figures are medians of {o['runs']} run(s)"
         + (" (QUICK smoke test: tiny steps, not a measurement)" if o["quick"] else "")
         + (
             f". Verdicts re-judged from the stored measurements on {doc['rejudged_at']}"

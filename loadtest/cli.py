@@ -126,6 +126,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         for k, v in {
             "steps": args.steps,
             "duration_s": args.duration,
+            "settle_s": args.settle,
             "runs": args.runs,
             "out": Path(args.out),
             "name": args.name,
@@ -176,6 +177,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="concurrency steps, e.g. 50,100,200 (default: 25…1600, every target's call count among them)",
     )
     b.add_argument("--duration", type=float, help="seconds each step is held at full load (default 10)")
+    b.add_argument(
+        "--settle",
+        type=float,
+        help="seconds after the ramp before a step is judged (default 1; under --cpu-budget the ramp's "
+        "backlog drains only with a worker's spare quota: 3 is enough at 0.3-0.4)",
+    )
     b.add_argument("--runs", type=int, help="runs per scenario; figures are medians (default 3)")
     b.add_argument("--out", default="bench/results", help="results directory (default bench/results)")
     b.add_argument("--name", help="results file name, without extension (default: the date)")

@@ -202,6 +202,7 @@ def test_criteria_for_a_constant_latency_floor() -> None:
 def test_hold_window_skips_ramp_and_settling() -> None:
     assert hold_window(2.0, 10.0) == (3.0, 9.0)
     assert hold_window(1.0, 2.0) == (1.5, 1.5)
+    assert hold_window(2.0, 12.0, settle_s=3.0) == (5.0, 9.0)  # a capped worker's ramp backlog drained
 
 
 # -- combining runs and the projection -----------------------------------------------------------------

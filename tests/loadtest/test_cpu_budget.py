@@ -181,10 +181,11 @@ def test_under_a_budget_only_ratios_and_memory_are_judged() -> None:
 
 
 def test_the_report_says_how_the_servers_were_capped() -> None:
-    doc = _document(BenchOptions(runs=1, cpu_budget=0.4))
+    doc = _document(BenchOptions(runs=1, cpu_budget=0.4, settle_s=3.0))
     assert doc["options"]["cpu_quota_per_worker"] == {"quota_us": 1000, "period_us": 2500}
     assert doc["scenarios"]["a"]["server_cpu_cores"] == 0.4
     md = render_markdown(doc)
     assert "Every server capped at 0.4 of a core per worker" in md and "1000 µs per 2500 µs" in md
     assert "(d)'s two workers are pinned one per core" in md and "| throttled ms/s |" in md
-    assert "Every server capped" not in render_markdown(_document())
+    assert "judged from 3 s after the ramp" in md
+    assert "Every server capped" not in (plain := render_markdown(_document())) and "judged from" not in plain
