@@ -327,15 +327,18 @@ async def start_server(
 ) -> Server:
     port = free_port()
     url = f"http://{HOST}:{port}"
-    budget = (
-        ServerBudget.create(f"voicegw-bench-{os.getpid()}-{tag}", cpu_budget, sc.workers)
-        if cpu_budget is not None
-        else None
-    )
+
+    def capped() -> ServerBudget | None:
+        """The server's cgroups, made right before it starts (its Child removes them when it stops)."""
+        if cpu_budget is None:
+            return None
+        return ServerBudget.create(f"voicegw-bench-{os.getpid()}-{tag}", cpu_budget, sc.workers)
+
     if sc.server == "baseline":
         argv = uvloop_argv(
             f"from loadtest.baseline import main\nmain(['--host', '{HOST}', '--port', '{port}'])"
         )
+        budget = capped()
         child = procs.spawn(f"{tag}-baseline", argv, sc.cores, env.child_env, env.workdir, budget)
         await wait_http(child, url + "/twilio/voice")
         return Server(sc, url, child, None, None, budget=budget)
@@ -356,6 +359,7 @@ async def start_server(
         tenant.write_bytes(orjson.dumps(relay_tenant(sim_url)))
         run_checked(voicegw_argv("provision", str(tenant), "--db", db_url), env.child_env, env.workdir)
     argv = voicegw_argv("serve", "--db", db_url, "--port", str(port), "--demo", "--workers", str(sc.workers))
+    budget = capped()
     child = procs.spawn(f"{tag}-gateway", argv, sc.cores, env.child_env, env.workdir, budget)
     await wait_http(child, url + "/health")
     if budget is not None:

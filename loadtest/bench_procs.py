@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,7 +96,7 @@ class Processes:
         if budget is not None:
             argv = budget.wrap(argv)
         log_path = self._log_dir / f"{name}.log"
-        with open(log_path, "ab") as out:
+        with open(log_path, "ab") as out, _removed_on_error(budget):
             popen = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
@@ -134,6 +134,17 @@ class Processes:
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
         atexit.unregister(self.stop_all)
+
+
+@contextlib.contextmanager
+def _removed_on_error(budget: ServerBudget | None) -> Iterator[None]:
+    """A budget whose process never started would be left behind: nothing else removes it."""
+    try:
+        yield
+    except BaseException:
+        if budget is not None:
+            budget.remove()
+        raise
 
 
 def _stop(child: Child) -> None:

@@ -118,6 +118,13 @@ def test_a_budget_caps_a_busy_process_and_goes_away_after_it(tmp_path: Path) -> 
     assert not budget.groups[0].path.exists()  # removed with the process
 
 
+def test_a_budget_whose_process_never_starts_is_removed(tmp_path: Path) -> None:
+    budget = _budget_or_skip("nostart", 0.5, 1)
+    with Processes(tmp_path) as procs, pytest.raises(FileNotFoundError):
+        procs.spawn("nowhere", ["true"], [0], dict(os.environ), tmp_path / "missing", budget)  # no cwd
+    assert not budget.groups[0].path.exists()
+
+
 def _workers_and_their_cpu_cgroups(parent: int) -> tuple[list[int], list[str]]:
     workers = sorted(map(int, Path(f"/proc/{parent}/task/{parent}/children").read_text().split()))
     lines = [Path(f"/proc/{pid}/cgroup").read_text().splitlines() for pid in workers]
