@@ -24,8 +24,10 @@ from loadtest.cpu_budget import (
     CpuQuota,
     ServerBudget,
     _cpu_hierarchy,
+    _own_cgroups,
     quota_for,
 )
+from loadtest.procstat import ProcSampler, child_pids
 from tests.loadtest.test_bench import _document, step, summary
 
 
@@ -97,19 +99,14 @@ def _budget_or_skip(name: str, cores: float, workers: int) -> ServerBudget:
         pytest.skip(f"no CPU quota here: {exc}")
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def test_a_budget_caps_a_busy_process_and_goes_away_after_it(tmp_path: Path) -> None:
     budget = _budget_or_skip("busy", 0.25, 1)
     with Processes(tmp_path) as procs:
         spin = [sys.executable, "-c", "while True: pass"]
         child = procs.spawn("spin", spin, [0], dict(os.environ), tmp_path, budget)
-        started = time.monotonic()
+        sampler = ProcSampler((child.pid,), include_children=False)
         time.sleep(1.5)
-        used = _cpu_seconds(child.pid) / (time.monotonic() - started)
+        used = sampler.sample().cpu_percent / 100.0
         throttled = budget.throttled_s()
         assert f"/{budget.groups[0].path.name}" in Path(f"/proc/{child.pid}/cgroup").read_text()
     # A busy loop left alone takes a whole core; capped, a quarter (start-up included, so a little less).
@@ -126,9 +123,9 @@ def test_a_budget_whose_process_never_starts_is_removed(tmp_path: Path) -> None:
 
 
 def _workers_and_their_cpu_cgroups(parent: int) -> tuple[list[int], list[str]]:
-    workers = sorted(map(int, Path(f"/proc/{parent}/task/{parent}/children").read_text().split()))
-    lines = [Path(f"/proc/{pid}/cgroup").read_text().splitlines() for pid in workers]
-    return workers, [next(line for line in own if "cpu" in line.split(":")[1].split(",")) for own in lines]
+    workers = sorted(child_pids(parent))
+    owns = [_own_cgroups(Path(f"/proc/{pid}/cgroup").read_text()) for pid in workers]
+    return workers, [own.get("cpu", own.get("", "")) for own in owns]  # v1's cpu hierarchy, else v2's
 
 
 def _affinities(pid: int) -> set[int]:
